@@ -1,0 +1,241 @@
+"""Involution op benchmark: every backend side by side on RedNet-50's layer shapes, as ratios to unfold.
+
+Each provider is first checked against the unfold reference (output and both gradients), then timed
+for forward (no grad) and forward+backward, with its peak memory. On a GPU, torch.compile of the
+reference and cuDNN's depthwise KxK convolution (same multiply-adds) join as comparators, and each
+time is also given as a fraction of the memory-bandwidth floor (minimal bytes / measured copy bandwidth).
+
+    python benchmarks/op_bench.py                 # CPU: batch 8; CUDA (if present): batch 64
+    python benchmarks/op_bench.py --quick         # first layer shape only (the demo)
+    python benchmarks/op_bench.py --json out.json
+"""
+import argparse
+import ctypes
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from involution import involution2d
+from involution.ops import involution2d_reference
+
+KERNEL_SIZE = 7
+GROUP_CHANNELS = 16
+# RedNet-50's involutions: channels @ input size, per stage.
+REDNET50_LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
+
+
+@dataclass
+class Row:
+    channels: int
+    size: int
+    stride: int
+    provider: str
+    forward_ms: float
+    train_ms: float
+    train_peak_mib: float
+    max_error: Optional[float]
+    forward_speedup: float = float("nan")
+    train_speedup: float = float("nan")
+    memory_ratio: float = float("nan")
+    forward_bandwidth_pct: Optional[float] = None
+    train_bandwidth_pct: Optional[float] = None
+
+
+def involution_provider(backend: str) -> Callable:
+    return lambda x, kernel, stride: involution2d(x, kernel, stride, backend=backend)
+
+
+def compiled_reference() -> Callable:
+    compiled = torch.compile(involution2d_reference)
+    return lambda x, kernel, stride: compiled(x, kernel, stride, (KERNEL_SIZE - 1) // 2, 1)
+
+
+def depthwise_conv(channels: int, device, dtype) -> Callable:
+    weight = torch.randn(channels, 1, KERNEL_SIZE, KERNEL_SIZE, device=device, dtype=dtype, requires_grad=True)
+    return lambda x, kernel, stride: F.conv2d(x, weight, stride=stride, padding=KERNEL_SIZE // 2, groups=channels)
+
+
+def providers(device: torch.device, channels: int, dtype, backends) -> dict:
+    chosen = {name: involution_provider(name) for name in backends}
+    if device.type == "cuda":
+        chosen["compiled reference"] = compiled_reference()
+        chosen["cudnn depthwise"] = depthwise_conv(channels, device, dtype)
+    return chosen
+
+
+def make_inputs(batch, channels, size, stride, device, dtype):
+    out_size = (size - 1) // stride + 1
+    groups = channels // GROUP_CHANNELS
+    x = torch.randn(batch, channels, size, size, device=device, dtype=dtype, requires_grad=True)
+    kernel = torch.randn(
+        batch, groups, KERNEL_SIZE, KERNEL_SIZE, out_size, out_size, device=device, dtype=dtype, requires_grad=True
+    )
+    return x, kernel
+
+
+def forward_and_backward(fn, x, kernel, stride):
+    x.grad = kernel.grad = None
+    fn(x, kernel, stride).sum().backward()
+
+
+def forward_only(fn, x, kernel, stride):
+    with torch.no_grad():
+        fn(x, kernel, stride)
+
+
+def max_error(fn, x, kernel, stride) -> float:
+    """Largest absolute difference from the reference over output and gradients."""
+    grad_out = torch.randn(x.shape[0], x.shape[1], kernel.shape[-2], kernel.shape[-1], device=x.device, dtype=x.dtype)
+    results = []
+    for candidate in (fn, involution_provider("reference")):
+        out = candidate(x, kernel, stride)
+        results.append((out, *torch.autograd.grad(out, (x, kernel), grad_out)))
+    return max((a.float() - b.float()).abs().max().item() for a, b in zip(*results))
+
+
+def timed_ms(run: Callable, device, repeats: int) -> float:
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
+    run()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def _process_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_memory_mib(run: Callable, device) -> float:
+    """Peak memory above what was allocated before the run (CUDA allocator stats, or peak RSS on Linux)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    # Give freed heap pages back, then reset the peak-RSS mark (Linux >= 4.0) so it measures this run only.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = _process_status_bytes("VmRSS")
+    run()
+    return (_process_status_bytes("VmHWM") - before) / 2**20
+
+
+def copy_bandwidth_bytes_per_ms(device, dtype) -> float:
+    """Achievable DRAM bandwidth, measured as a 1 GiB device-to-device copy (reads + writes)."""
+    source = torch.empty(2**30 // torch.finfo(dtype).bits * 8, device=device, dtype=dtype)
+    target = torch.empty_like(source)
+    ms = timed_ms(lambda: target.copy_(source), device, repeats=5)
+    return 2 * source.numel() * source.element_size() / ms
+
+
+def minimal_bytes(x, kernel, stride, train: bool) -> int:
+    """Bytes an ideal kernel moves: read input and kernel, write output; backward reads grad_out, input and
+    kernel and writes both gradients."""
+    out = x.numel() // stride**2
+    elements = (3 * x.numel() + 3 * kernel.numel() + 2 * out) if train else (x.numel() + kernel.numel() + out)
+    return elements * x.element_size()
+
+
+def benchmark_shape(args, device, dtype, channels, size, stride, bandwidth) -> list[Row]:
+    x, kernel = make_inputs(args.batch, channels, size, stride, device, dtype)
+    rows = []
+    for name, fn in providers(device, channels, dtype, args.backends).items():
+        is_involution = name != "cudnn depthwise"
+        row = Row(
+            channels, size, stride, name,
+            forward_ms=timed_ms(lambda: forward_only(fn, x, kernel, stride), device, args.repeats),
+            train_ms=timed_ms(lambda: forward_and_backward(fn, x, kernel, stride), device, args.repeats),
+            train_peak_mib=peak_memory_mib(lambda: forward_and_backward(fn, x, kernel, stride), device),
+            max_error=max_error(fn, x, kernel, stride) if is_involution and name != "reference" else None,
+        )
+        if bandwidth:
+            row.forward_bandwidth_pct = 100 * minimal_bytes(x, kernel, stride, False) / row.forward_ms / bandwidth
+            row.train_bandwidth_pct = 100 * minimal_bytes(x, kernel, stride, True) / row.train_ms / bandwidth
+        rows.append(row)
+    reference = next(row for row in rows if row.provider == "reference")
+    for row in rows:
+        row.forward_speedup = reference.forward_ms / row.forward_ms
+        row.train_speedup = reference.train_ms / row.train_ms
+        row.memory_ratio = row.train_peak_mib / reference.train_peak_mib
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [
+        "| layer | stride | provider | fwd ms | fwd x unfold | fwd+bwd ms | fwd+bwd x unfold | peak MiB | "
+        "peak / unfold | max err | fwd % bw | fwd+bwd % bw |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        err = "-" if r.max_error is None else f"{r.max_error:.1e}"
+        bw = ["-" if p is None else f"{p:.0f}%" for p in (r.forward_bandwidth_pct, r.train_bandwidth_pct)]
+        lines.append(
+            f"| C={r.channels} @ {r.size}² | {r.stride} | {r.provider} | {r.forward_ms:.2f} | {r.forward_speedup:.1f}x"
+            f" | {r.train_ms:.2f} | {r.train_speedup:.1f}x | {r.train_peak_mib:.1f} | {r.memory_ratio:.2f} | {err}"
+            f" | {bw[0]} | {bw[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def environment(device) -> dict:
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, help="default: 64 on CUDA, 8 on CPU")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--backends", nargs="+", help="default: reference cpu (+ triton on CUDA)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement on CPU (median)")
+    parser.add_argument("--quick", action="store_true", help="only the first layer shape")
+    parser.add_argument("--json", help="also write the rows and the environment to this file")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    args.batch = args.batch or (64 if device.type == "cuda" else 8)
+    args.backends = args.backends or (["reference", "cpu", "triton"] if device.type == "cuda" else ["reference", "cpu"])
+    bandwidth = copy_bandwidth_bytes_per_ms(device, dtype) if device.type == "cuda" else None
+    env = environment(device)
+    print(f"# involution op, K={KERNEL_SIZE}, G=C/{GROUP_CHANNELS}, batch {args.batch}, {args.dtype}, {env}")
+    rows = []
+    for channels, size in REDNET50_LAYERS[:1] if args.quick else REDNET50_LAYERS:
+        for stride in (1, 2):
+            rows += benchmark_shape(args, device, dtype, channels, size, stride, bandwidth)
+            print(format_table(rows[-len(args.backends) - (2 if device.type == "cuda" else 0):]), flush=True)
+    print("\n" + format_table(rows))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"environment": env, "args": vars(args), "rows": [asdict(r) for r in rows]}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Test-wide set-up: Triton's interpreter on machines without a GPU, and seeded randomness."""
+import os
+
+import torch
+
+# Must happen before anything imports triton: without a GPU, the Triton kernels run (slowly) on CPU tensors.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
