@@ -1,8 +1,13 @@
-"""The public involution op: input checks, backend choice, and its torch.library registration.
+"""The public ops: input checks, backend choice, and their torch.library registration.
 
-The fast backends ("cpu", "triton") run inside the custom op ``involution::aggregate`` (with a fake
-kernel and autograd formula, so torch.compile(fullgraph=True) traces models that use it, and fvcore
-sees one op to count). The "reference" backend and ONNX export use the unfold decomposition directly.
+- ``involution2d``: the aggregation of an input with per-pixel kernels (``involution::aggregate``).
+- ``local_correlation``: query-key dot products over K x K windows (``involution::correlate``), the
+  kernel of dot-product involution and of local self-attention.
+The two are each other's gradients (with ``involution::aggregate_grad_input``), so three kernels per
+backend cover both ops and their backward passes. The fast backends ("cpu", "triton") run inside custom
+ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) traces models that use
+them and fvcore sees one op to count. The "reference" backend and ONNX export use the unfold
+decomposition directly.
 """
 import os
 from types import ModuleType
@@ -11,7 +16,7 @@ from typing import Optional
 import torch
 
 from . import cpu
-from .reference import involution2d_reference
+from .reference import involution2d_reference, local_correlation_reference
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
@@ -31,11 +36,11 @@ def involution2d(
     ``backend``: "auto" (Triton on CUDA, the memory-efficient path elsewhere), "reference" (unfold),
     "cpu" or "triton".
     """
-    _check_tensors(input, kernel)
+    _check_tensors("involution2d", ("input", input, "(B, C, H, W)"), ("kernel", kernel, "(B, G, K, K, Ho, Wo)"))
     if padding is None:
         # int(): under torch.jit.trace (fvcore's FLOP counting) sizes are traced tensors.
         padding = int(dilation * (kernel.shape[2] - 1) // 2)
-    _check_geometry(input, kernel, stride, padding, dilation)
+    _check_geometry("involution2d", input.shape, kernel.shape, "kernel map", stride, padding, dilation)
     input, kernel = _autocast(input, kernel)
     backend = _resolve_backend(backend, input)
     if backend == "reference" or torch.onnx.is_in_onnx_export():
@@ -43,50 +48,88 @@ def involution2d(
     return aggregate(input, kernel, stride, padding, dilation, backend)
 
 
-def _check_tensors(input, kernel) -> None:
-    for name, tensor in (("input", input), ("kernel", kernel)):
+def local_correlation(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int = 1,
+    padding: Optional[int] = None,
+    dilation: int = 1,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Dot products of each query with the keys in its K x K window, per channel group.
+
+    ``query`` (B, C, Ho, Wo) sits at the output pixels, ``key`` (B, C, H, W) at the input pixels (the
+    windows are placed as in ``involution2d``). Returns a kernel (B, G, K, K, Ho, Wo) with
+    ``[b, g, u, v, i, j] = sum over c in group g of query[b, c, i, j] * key[b, c, i*s + u*d - p, j*s + v*d - p]``
+    (zero outside the key), without materialising K*K copies of the keys.
+    """
+    _check_tensors("local_correlation", ("query", query, "(B, C, Ho, Wo)"), ("key", key, "(B, C, H, W)"))
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"local_correlation: kernel_size must be a positive int, got {kernel_size!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"local_correlation: groups must be a positive int, got {groups!r}")
+    if query.shape[:2] != key.shape[:2]:
+        raise ValueError(
+            f"local_correlation: query {tuple(query.shape)} and key {tuple(key.shape)} differ in batch or channels"
+        )
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    kernel_shape = (query.shape[0], groups, kernel_size, kernel_size) + tuple(query.shape[2:])
+    _check_geometry("local_correlation", key.shape, kernel_shape, "query", stride, padding, dilation)
+    query, key = _autocast(query, key)
+    backend = _resolve_backend(backend, key)
+    if backend == "reference" or torch.onnx.is_in_onnx_export():
+        return local_correlation_reference(query, key, kernel_size, groups, stride, padding, dilation)
+    return correlate(query, key, kernel_size, groups, stride, padding, dilation, backend)
+
+
+def _check_tensors(op: str, *named_tensors) -> None:
+    """named_tensors: (name, tensor, layout) with layouts like "(B, C, H, W)"."""
+    for name, tensor, layout in named_tensors:
         if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"involution2d: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
         if not tensor.is_floating_point():
-            raise TypeError(f"involution2d: {name} must be floating point, got {tensor.dtype}")
-    if input.dim() != 4:
-        raise ValueError(f"involution2d: input must be 4-D (B, C, H, W), got shape {tuple(input.shape)}")
-    if kernel.dim() != 6:
-        raise ValueError(f"involution2d: kernel must be 6-D (B, G, K, K, Ho, Wo), got shape {tuple(kernel.shape)}")
-    if input.device != kernel.device:
-        raise ValueError(f"involution2d: input is on {input.device} but kernel is on {kernel.device}")
-    if input.dtype != kernel.dtype and not _autocast_enabled(input):
+            raise TypeError(f"{op}: {name} must be floating point, got {tensor.dtype}")
+        rank = len(layout.split(","))
+        if tensor.dim() != rank:
+            raise ValueError(f"{op}: {name} must be {rank}-D {layout}, got shape {tuple(tensor.shape)}")
+    (first_name, first, _), (second_name, second, _) = named_tensors
+    if first.device != second.device:
+        raise ValueError(f"{op}: {first_name} is on {first.device} but {second_name} is on {second.device}")
+    if first.dtype != second.dtype and not _autocast_enabled(first):
         raise TypeError(
-            f"involution2d: mixed dtypes, input is {input.dtype} but kernel is {kernel.dtype} "
+            f"{op}: mixed dtypes, {first_name} is {first.dtype} but {second_name} is {second.dtype} "
             "(cast one, or run under torch.autocast)"
         )
 
 
-def _check_geometry(input, kernel, stride, padding, dilation) -> None:
-    batch, channels, height, width = input.shape
-    kernel_batch, groups, kernel_h, kernel_w, map_h, map_w = kernel.shape
+def _check_geometry(op, input_shape, kernel_shape, map_name, stride, padding, dilation) -> None:
+    batch, channels, height, width = input_shape
+    kernel_batch, groups, kernel_h, kernel_w, map_h, map_w = kernel_shape
     for name, value, minimum in (("stride", stride, 1), ("dilation", dilation, 1), ("padding", padding, 0)):
         if isinstance(value, (bool, float)) or not hasattr(value, "__index__") or value < minimum:
-            raise ValueError(f"involution2d: {name} must be an int >= {minimum}, got {value!r}")
+            raise ValueError(f"{op}: {name} must be an int >= {minimum}, got {value!r}")
     if kernel_h != kernel_w:
-        raise ValueError(f"involution2d: kernel must be square, got {kernel_h}x{kernel_w}")
+        raise ValueError(f"{op}: kernel must be square, got {kernel_h}x{kernel_w}")
     if kernel_h % 2 == 0:
-        raise ValueError(f"involution2d: kernel size must be odd, got K={kernel_h}")
+        raise ValueError(f"{op}: kernel size must be odd, got K={kernel_h}")
     if kernel_batch != batch:
-        raise ValueError(f"involution2d: batch sizes differ, input has {batch} but kernel has {kernel_batch}")
+        raise ValueError(f"{op}: batch sizes differ, input has {batch} but kernel has {kernel_batch}")
     if groups < 1 or channels % groups:
-        raise ValueError(f"involution2d: channels C={channels} are not divisible by the kernel's groups G={groups}")
+        raise ValueError(f"{op}: channels C={channels} are not divisible by the kernel's groups G={groups}")
     reach = dilation * (kernel_h - 1)
     out_h = (height + 2 * padding - reach - 1) // stride + 1
     out_w = (width + 2 * padding - reach - 1) // stride + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(
-            f"involution2d: input {height}x{width} with padding {padding} is smaller than the "
+            f"{op}: input {height}x{width} with padding {padding} is smaller than the "
             f"{kernel_h}x{kernel_h} kernel's reach (dilation {dilation})"
         )
     if (map_h, map_w) != (out_h, out_w):
         raise ValueError(
-            f"involution2d: kernel map is {map_h}x{map_w} but the output is {out_h}x{out_w} "
+            f"{op}: {map_name} is {map_h}x{map_w} but the output is {out_h}x{out_w} "
             f"(input {height}x{width}, K={kernel_h}, stride {stride}, padding {padding}, dilation {dilation})"
         )
 
@@ -105,12 +148,12 @@ def _autocast(input, kernel):
 
 def _resolve_backend(backend: str, input: torch.Tensor) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"involution2d: unknown backend {backend!r}, expected one of {BACKENDS}")
+        raise ValueError(f"involution: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "auto":
         return "triton" if input.is_cuda and _triton_available() else "cpu"
     if backend == "triton" and input.device.type != "cuda" and not _triton_interpreting():
         raise ValueError(
-            "involution2d: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
+            "involution: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
             f"is imported, to interpret the kernels on the CPU); got a tensor on {input.device}"
         )
     return backend
@@ -188,3 +231,36 @@ def _backward(ctx, grad_out):
 
 
 aggregate.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("involution::correlate", mutates_args=())
+def correlate(
+    query: torch.Tensor, key: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int, dilation: int,
+    backend: str,
+) -> torch.Tensor:
+    # The correlation is the aggregation's gradient w.r.t. its kernel, with the query as grad_out.
+    return _implementation(backend).grad_kernel(query, key, kernel_size, groups, stride, padding, dilation)
+
+
+@correlate.register_fake
+def _(query, key, kernel_size, groups, stride, padding, dilation, backend):
+    return query.new_empty((query.shape[0], groups, kernel_size, kernel_size) + tuple(query.shape[2:]))
+
+
+def _setup_correlate_context(ctx, inputs, output):
+    query, key, _, _, stride, padding, dilation, backend = inputs
+    ctx.save_for_backward(query, key)
+    ctx.geometry = (stride, padding, dilation, backend)
+
+
+def _correlate_backward(ctx, grad_kernel):
+    query, key = ctx.saved_tensors
+    grad_query = grad_key = None
+    if ctx.needs_input_grad[0]:
+        grad_query = aggregate(key, grad_kernel, *ctx.geometry)
+    if ctx.needs_input_grad[1]:
+        grad_key = aggregate_grad_input(query, grad_kernel, key, *ctx.geometry)
+    return grad_query, grad_key, None, None, None, None, None, None
+
+
+correlate.register_autograd(_correlate_backward, setup_context=_setup_correlate_context)

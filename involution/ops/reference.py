@@ -21,3 +21,18 @@ def involution2d_reference(
     acc_dtype = torch.promote_types(input.dtype, torch.float32)
     out = (columns.to(acc_dtype) * weights.to(acc_dtype)).sum(dim=3)
     return out.reshape(batch, channels, out_h, out_w).to(input.dtype)
+
+
+def local_correlation_reference(
+    query: torch.Tensor, key: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    """out[b, g, u, v, i, j] = sum_{c in group g} query[b, c, i, j] * key_padded[b, c, i*s + u*d, j*s + v*d]:
+    the query-key dot products over each K x K window (the kernel of dot-product involution / attention)."""
+    batch, channels, out_h, out_w = query.shape
+    k = kernel_size
+    columns = F.unfold(key, k, dilation=dilation, padding=padding, stride=stride)
+    columns = columns.view(batch, groups, channels // groups, k * k, out_h, out_w)
+    acc_dtype = torch.promote_types(query.dtype, torch.float32)
+    query = query.reshape(batch, groups, channels // groups, 1, out_h, out_w)
+    out = (columns.to(acc_dtype) * query.to(acc_dtype)).sum(dim=2)
+    return out.reshape(batch, groups, k, k, out_h, out_w).to(query.dtype)
