@@ -191,3 +191,11 @@ def test_onnx_export_goes_through_the_reference(tmp_path):
     session = onnxruntime.InferenceSession(str(path))
     (actual,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(actual), module(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("width,stride", [(51, 1), (51, 2), (9, 1)])
+def test_cpu_both_memory_layouts(width, stride):
+    """Long output rows run in NCHW order, short ones batch-innermost (involution/ops/cpu.py)."""
+    x, kernel, padding = random_problem(2, 6, 3, 5, width, 5, stride, 1)
+    expected = outputs_and_grads(x, kernel, stride, padding, 1, "reference")
+    assert_all_close(outputs_and_grads(x, kernel, stride, padding, 1, "cpu"), expected)
