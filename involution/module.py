@@ -1,15 +1,18 @@
-"""The Involution2d layer: a kernel generated from each pixel, then shared across a group of channels."""
+"""The Involution2d layer: a kernel generated at each pixel, then shared across a group of channels."""
+import torch
 from torch import nn
 
-from .ops import BACKENDS, involution2d
+from .ops import BACKENDS, involution2d, local_correlation
+
+KERNEL_GENERATIONS = ("bottleneck", "linear", "dot_product")
 
 
 class ConvModule(nn.Module):
-    """1x1 conv [+ BN + ReLU]; named like OpenMMLab's ConvModule so official checkpoints load by name."""
+    """conv [+ BN + ReLU]; named like OpenMMLab's ConvModule so official checkpoints load by name."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm_act: bool):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, norm_act=True):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=not norm_act)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not norm_act)
         if norm_act:
             self.bn = nn.BatchNorm2d(out_channels)
             self.act = nn.ReLU(inplace=True)
@@ -20,13 +23,37 @@ class ConvModule(nn.Module):
         return self.act(self.bn(x)) if self.norm_act else x
 
 
-class Involution2d(nn.Module):
-    """Involution (Li et al., CVPR 2021) with the paper's kernel generation.
+def window_validity(height, width, kernel_size, stride, padding, dilation, device) -> torch.Tensor:
+    """(K, K, Ho, Wo) mask: True where tap (u, v) of output pixel (i, j) falls inside the input."""
 
-    kernel = conv2(ReLU(BN(conv1(pool(x))))): a 1x1 reduction C -> C/r, then a 1x1 expansion to the
-    K*K weights of each of the G = C / group_channels groups, at every output pixel. With stride > 1,
-    pool is a stride x stride average pool that rounds up, so the kernel map has the output's size
-    on odd inputs too (the official code rounds down there).
+    def valid(size):
+        out = (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+        position = (torch.arange(out, device=device) * stride - padding)[None, :]
+        position = position + (torch.arange(kernel_size, device=device) * dilation)[:, None]
+        return (position >= 0) & (position < size)
+
+    rows, cols = valid(height), valid(width)
+    return rows[:, None, :, None] & cols[None, :, None, :]
+
+
+def window_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Softmax of (B, G, K, K, Ho, Wo) logits over each window's taps, ignoring taps outside the input."""
+    logits = logits.masked_fill(~valid, float("-inf")).flatten(2, 3)
+    return logits.softmax(dim=2).unflatten(2, valid.shape[:2])
+
+
+class Involution2d(nn.Module):
+    """Involution (Li et al., CVPR 2021).
+
+    A kernel of K*K weights for each of G = C / group_channels groups is generated at every output pixel,
+    by one of ``kernel_generation``:
+    - "bottleneck" (the paper's): conv2(ReLU(BN(conv1(pool(x))))), 1x1 convs C -> C/r -> K*K*G;
+    - "linear": conv2(pool(x)), one 1x1 conv C -> K*K*G (no reduction; ``reduction_ratio`` is unused);
+    - "dot_product": softmax over the window of query . key / sqrt(d), with 1x1 projections C -> C/r
+      for query (at pool(x)) and key (at x), split into G groups: local self-attention on the
+      un-projected input, i.e. self-attention as an instance of involution.
+    With stride > 1, pool is a stride x stride average pool that rounds up, so the kernel map has the
+    output's size on odd inputs too (the official code rounds down there).
     """
 
     def __init__(
@@ -37,6 +64,7 @@ class Involution2d(nn.Module):
         group_channels: int = 16,
         reduction_ratio: int = 4,
         dilation: int = 1,
+        kernel_generation: str = "bottleneck",
         backend: str = "auto",
     ):
         super().__init__()
@@ -50,6 +78,10 @@ class Involution2d(nn.Module):
             raise ValueError(
                 f"Involution2d: reduction_ratio={reduction_ratio} leaves no channels out of {channels}"
             )
+        if kernel_generation not in KERNEL_GENERATIONS:
+            raise ValueError(
+                f"Involution2d: unknown kernel_generation {kernel_generation!r}, expected one of {KERNEL_GENERATIONS}"
+            )
         if backend not in BACKENDS:
             raise ValueError(f"Involution2d: unknown backend {backend!r}, expected one of {BACKENDS}")
         self.channels = channels
@@ -59,19 +91,55 @@ class Involution2d(nn.Module):
         self.groups = channels // group_channels
         self.reduction_ratio = reduction_ratio
         self.dilation = dilation
+        self.kernel_generation = kernel_generation
         self.backend = backend
         self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
-        self.conv1 = ConvModule(channels, channels // reduction_ratio, norm_act=True)
-        self.conv2 = ConvModule(channels // reduction_ratio, kernel_size**2 * self.groups, norm_act=False)
+        reduced = channels // reduction_ratio
+        weights = kernel_size**2 * self.groups
+        if kernel_generation == "bottleneck":
+            self.conv1 = ConvModule(channels, reduced)
+            self.conv2 = ConvModule(reduced, weights, norm_act=False)
+        elif kernel_generation == "linear":
+            self.conv2 = ConvModule(channels, weights, norm_act=False)
+        else:
+            if reduced % self.groups:
+                raise ValueError(
+                    f"Involution2d: dot_product needs channels // reduction_ratio = {reduced} divisible by the "
+                    f"{self.groups} groups"
+                )
+            self.query = nn.Conv2d(channels, reduced, 1, bias=False)
+            self.key = nn.Conv2d(channels, reduced, 1, bias=False)
+            self.scale = (reduced // self.groups) ** -0.5
+
+    def generate_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The (B, G, K, K, Ho, Wo) kernel for input x."""
+        k = self.kernel_size
+        if self.kernel_generation == "dot_product":
+            query = self.query(self.pool(x)) * self.scale
+            logits = local_correlation(
+                query, self.key(x), k, self.groups, self.stride, dilation=self.dilation, backend=self.backend
+            )
+            padding = self.dilation * (k - 1) // 2
+            valid = window_validity(*x.shape[-2:], k, self.stride, padding, self.dilation, x.device)
+            return window_softmax(logits, valid)
+        pooled = self.pool(x)
+        features = self.conv1(pooled) if self.kernel_generation == "bottleneck" else pooled
+        return self.conv2(features).unflatten(1, (self.groups, k, k))
 
     def forward(self, x):
-        kernel = self.conv2(self.conv1(self.pool(x)))
-        kernel = kernel.unflatten(1, (self.groups, self.kernel_size, self.kernel_size))
+        kernel = self.generate_kernel(x)
         return involution2d(x, kernel, self.stride, dilation=self.dilation, backend=self.backend)
+
+    def extra_flops(self, input: torch.Tensor, output: torch.Tensor) -> int:
+        """Multiply-adds per sample beyond the child modules': the aggregation (and the query-key products)."""
+        aggregation = self.kernel_size**2 * output[0].numel()
+        if self.kernel_generation == "dot_product":
+            aggregation += self.kernel_size**2 * self.query.out_channels * output[0, 0].numel()
+        return aggregation
 
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"group_channels={self.group_channels}, reduction_ratio={self.reduction_ratio}, "
-            f"dilation={self.dilation}, backend={self.backend!r}"
+            f"dilation={self.dilation}, kernel_generation={self.kernel_generation!r}, backend={self.backend!r}"
         )
