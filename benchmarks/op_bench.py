@@ -10,11 +10,7 @@ time is also given as a fraction of the memory-bandwidth floor (minimal bytes / 
     python benchmarks/op_bench.py --json out.json
 """
 import argparse
-import ctypes
 import json
-import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -23,6 +19,7 @@ import torch.nn.functional as F
 
 from involution import involution2d
 from involution.ops import involution2d_reference
+from measure import environment, peak_memory_mib, timed_ms
 
 KERNEL_SIZE = 7
 GROUP_CHANNELS = 16
@@ -99,46 +96,6 @@ def max_error(fn, x, kernel, stride) -> float:
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(*results))
 
 
-def timed_ms(run: Callable, device, repeats: int) -> float:
-    if device.type == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
-    run()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def _process_status_bytes(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
-def peak_memory_mib(run: Callable, device) -> float:
-    """Peak memory above what was allocated before the run (CUDA allocator stats, or peak RSS on Linux)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        run()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    # Give freed heap pages back, then reset the peak-RSS mark (Linux >= 4.0) so it measures this run only.
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    before = _process_status_bytes("VmRSS")
-    run()
-    return (_process_status_bytes("VmHWM") - before) / 2**20
-
-
 def copy_bandwidth_bytes_per_ms(device, dtype) -> float:
     """Achievable DRAM bandwidth, measured as a 1 GiB device-to-device copy (reads + writes)."""
     source = torch.empty(2**30 // torch.finfo(dtype).bits * 8, device=device, dtype=dtype)
@@ -194,15 +151,6 @@ def format_table(rows: list[Row]) -> str:
             f" | {bw[0]} | {bw[1]} |"
         )
     return "\n".join(lines)
-
-
-def environment(device) -> dict:
-    return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
 
 
 def parse_args():

@@ -80,6 +80,7 @@ def test_backends_agree_through_the_module():
         ({"channels": 32, "kernel_size": 4}, "kernel_size must be odd and positive, got 4"),
         ({"channels": 4, "group_channels": 4, "reduction_ratio": 8}, "reduction_ratio=8 leaves no channels out of 4"),
         ({"channels": 32, "backend": "cupy"}, "unknown backend 'cupy'"),
+        ({"channels": 32, "kernel_generation": "mlp"}, "unknown kernel_generation 'mlp'"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, message):
@@ -93,3 +94,25 @@ def test_fvcore_counts_the_aggregation():
     assert flops["aggregate"] == 2 * 49 * 32 * 5 * 5
     # The kernel generation's 1x1 convolutions on the 5x5 pooled map, for comparison.
     assert flops["conv"] == 2 * 5 * 5 * (32 * 8 + 8 * 98)
+
+
+def test_torch_compile_fullgraph_of_the_module():
+    module = Involution2d(16, kernel_size=3, stride=2, group_channels=4)
+    x = torch.randn(2, 16, 9, 9, requires_grad=True)
+    expected = module(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    compiled = torch.compile(module, fullgraph=True)
+    actual = compiled(x)
+    (actual_grad,) = torch.autograd.grad(actual.sum(), x)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(actual_grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_generation,parts", [
+    ("linear", {"conv2.conv.weight", "conv2.conv.bias"}),
+    ("dot_product", {"query.weight", "key.weight"}),
+])
+def test_kernel_generation_variants_parts(kernel_generation, parts):
+    module = Involution2d(32, kernel_size=5, stride=2, group_channels=8, kernel_generation=kernel_generation)
+    assert set(module.state_dict()) == parts
+    assert module(torch.randn(2, 32, 9, 7)).shape == (2, 32, 5, 4)

@@ -1,0 +1,58 @@
+"""Timing and peak-memory helpers shared by the benchmark scripts."""
+import ctypes
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def timed_ms(run: Callable, device: torch.device, repeats: int) -> float:
+    """Median wall time of run() in ms: triton.testing.do_bench on CUDA, perf_counter runs on CPU."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
+    run()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def _process_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_memory_mib(run: Callable, device: torch.device) -> float:
+    """Peak memory above what was allocated before the run (CUDA allocator stats, or peak RSS on Linux)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    # Give freed heap pages back, then reset the peak-RSS mark (Linux >= 4.0) so it measures this run only.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = _process_status_bytes("VmRSS")
+    run()
+    return (_process_status_bytes("VmHWM") - before) / 2**20
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
