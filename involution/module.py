@@ -1,5 +1,6 @@
 """The Involution2d layer: a kernel generated at each pixel, then shared across a group of channels."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ops import BACKENDS, involution2d, local_correlation
@@ -21,6 +22,32 @@ class ConvModule(nn.Module):
     def forward(self, x):
         x = self.conv(x)
         return self.act(self.bn(x)) if self.norm_act else x
+
+
+class CeilAvgPool2d(nn.Module):
+    """stride x stride average pool whose output size rounds up: a partial last window averages the
+    pixels it covers. Written as zero padding and an explicit count rather than
+    avg_pool2d(ceil_mode=True), whose gradient torch.compile gets wrong on those windows
+    (pytorch/pytorch#198119, torch 2.14)."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        s = self.stride
+        extra_h, extra_w = -x.shape[-2] % s, -x.shape[-1] % s
+        if not (extra_h or extra_w):
+            return F.avg_pool2d(x, s)
+        padding = [0, extra_w, 0, extra_h]
+        counts = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), padding), s)
+        return F.avg_pool2d(F.pad(x, padding), s) / counts
+
+    def extra_flops(self, input: torch.Tensor, output: torch.Tensor) -> int:
+        return input[0].numel()  # a pooling layer, counted like one
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
 
 
 def window_validity(height, width, kernel_size, stride, padding, dilation, device) -> torch.Tensor:
@@ -52,8 +79,8 @@ class Involution2d(nn.Module):
     - "dot_product": softmax over the window of query . key / sqrt(d), with 1x1 projections C -> C/r
       for query (at pool(x)) and key (at x), split into G groups: local self-attention on the
       un-projected input, i.e. self-attention as an instance of involution.
-    With stride > 1, pool is a stride x stride average pool that rounds up, so the kernel map has the
-    output's size on odd inputs too (the official code rounds down there).
+    With stride > 1, pool is a stride x stride average pool that rounds up (CeilAvgPool2d), so the kernel
+    map has the output's size on odd inputs too (the official code rounds down there).
     """
 
     def __init__(
@@ -93,7 +120,7 @@ class Involution2d(nn.Module):
         self.dilation = dilation
         self.kernel_generation = kernel_generation
         self.backend = backend
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        self.pool = CeilAvgPool2d(stride) if stride > 1 else nn.Identity()
         reduced = channels // reduction_ratio
         weights = kernel_size**2 * self.groups
         if kernel_generation == "bottleneck":

@@ -116,3 +116,15 @@ def test_kernel_generation_variants_parts(kernel_generation, parts):
     module = Involution2d(32, kernel_size=5, stride=2, group_channels=8, kernel_generation=kernel_generation)
     assert set(module.state_dict()) == parts
     assert module(torch.randn(2, 32, 9, 7)).shape == (2, 32, 5, 4)
+
+
+@pytest.mark.parametrize("stride,height,width", [(2, 7, 9), (2, 8, 5), (3, 10, 11), (2, 6, 8)])
+def test_ceil_average_pool_equals_ceil_mode_pooling(stride, height, width):
+    from involution.module import CeilAvgPool2d
+
+    x = torch.randn(2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    expected = F.avg_pool2d(x, stride, ceil_mode=True)
+    actual = CeilAvgPool2d(stride)(x)
+    torch.testing.assert_close(actual, expected)
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])

@@ -9,7 +9,7 @@ of keys or values are made. With stride > 1 the output is average-pooled, as in 
 import torch
 from torch import nn
 
-from ..module import window_softmax, window_validity
+from ..module import CeilAvgPool2d, window_softmax, window_validity
 from ..ops import BACKENDS, involution2d, local_correlation
 
 
@@ -34,7 +34,7 @@ class LocalSelfAttention(nn.Module):
         self.rel_rows = nn.Parameter(torch.randn(head_dim // 2, kernel_size) * head_dim**-0.5)
         self.rel_cols = nn.Parameter(torch.randn(head_dim - head_dim // 2, kernel_size) * head_dim**-0.5)
         self.scale = head_dim**-0.5
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        self.pool = CeilAvgPool2d(stride) if stride > 1 else nn.Identity()
 
     def relative_logits(self, query: torch.Tensor) -> torch.Tensor:
         """q . r for every window tap: (B, heads, K, K, H, W) as row + column terms."""
