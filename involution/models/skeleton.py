@@ -48,9 +48,12 @@ def conv3x3_mixer(channels: int, stride: int = 1) -> nn.Module:
     return nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
 
 
-def make_stem(kind: str, in_chans: int, width: int, kernel_size: int, backend: str) -> tuple[nn.Module, nn.Module]:
+def make_stem(
+    kind: str, in_chans: int, width: int, kernel_size: int, small_stride: int, backend: str
+) -> tuple[nn.Module, nn.Module]:
     """(stem, pool). "involution": RedNet's (3x3 conv /2, KxK involution, 3x3 conv, max pool /2);
-    "conv": ResNet's (7x7 conv /2, max pool /2); "small": one 3x3 conv, no downsampling (28x28 inputs)."""
+    "conv": ResNet's (7x7 conv /2, max pool /2); "small": one 3x3 conv with stride small_stride, for
+    small images (28x28, 32x32)."""
     max_pool = nn.MaxPool2d(3, 2, 1)
     if kind == "involution":
         half = width // 2
@@ -65,7 +68,7 @@ def make_stem(kind: str, in_chans: int, width: int, kernel_size: int, backend: s
     if kind == "conv":
         return nn.Sequential(ConvModule(in_chans, width, 7, stride=2)), max_pool
     if kind == "small":
-        return nn.Sequential(ConvModule(in_chans, width, 3)), nn.Identity()
+        return nn.Sequential(ConvModule(in_chans, width, 3, stride=small_stride)), nn.Identity()
     raise ValueError(f"unknown stem {kind!r}, expected one of {STEMS}")
 
 
@@ -95,6 +98,7 @@ class BottleneckNet(nn.Module):
         mixer: Mixer,
         stem: str = "conv",
         stem_kernel_size: int = 3,
+        small_stem_stride: int = 1,
         in_chans: int = 3,
         num_classes: int = 1000,
         width: int = 64,
@@ -110,10 +114,10 @@ class BottleneckNet(nn.Module):
             raise ValueError(f"out_indices must be stage numbers 0..3, got {tuple(out_indices)}")
         self.depths = tuple(depths)
         self.out_indices = None if out_indices is None else tuple(out_indices)
-        self.stem, self.maxpool = make_stem(stem, in_chans, width, stem_kernel_size, backend)
+        self.stem, self.maxpool = make_stem(stem, in_chans, width, stem_kernel_size, small_stem_stride, backend)
         in_channels = width
         self.feature_info = []
-        reduction = 1 if stem == "small" else 4
+        reduction = small_stem_stride if stem == "small" else 4
         for index, depth in enumerate(depths):
             mid, stride = width * 2**index, 1 if index == 0 else 2
             blocks = [Bottleneck(in_channels, mid, stride, mixer)]

@@ -1,0 +1,113 @@
+"""Grids: a base run config plus the axes to sweep, expanded into runs with stable ids.
+
+A grid file (YAML)::
+
+    description: Kernel size, Fashion-MNIST scale.
+    base: ../../configs/fashion_mnist.yaml   # a run config, relative to this file
+    set: {optim.epochs: 3}                   # overrides for every cell (optional)
+    axes:                                    # the cartesian product of the axes, in file order
+      model.options.kernel_size: [3, 5, 7, 9]
+
+An axis value that is a mapping replaces the whole section it names (e.g. an axis ``model`` whose
+values are ``{name: resnet26, options: {...}}``), for sweeps over models that take different options.
+Every cell is validated when the grid is expanded, before anything runs.
+
+    python -m ablations.grid GRID.yaml [--out DIR] [key=value ...]   # list the cells, ids and status
+"""
+import argparse
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+import yaml
+
+from . import records
+from .config import ConfigError, RunConfig, apply_override, from_dict, set_key, to_dict, validate
+
+GRID_KEYS = ("description", "base", "set", "axes")
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    description: str
+    base: dict
+    settings: dict
+    axes: dict
+
+
+@dataclass
+class Cell:
+    run_id: str
+    values: dict  # axis -> value of this cell
+    config: RunConfig
+
+
+def load_grid(path) -> Grid:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid key '{unknown[0]}' (known: {', '.join(GRID_KEYS)})")
+    if "base" not in spec:
+        raise ConfigError(f"{path}: no 'base' run config")
+    base_path = (path.parent / spec["base"]).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config not found: {base_path}")
+    axes = spec.get("axes") or {}
+    for axis, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list")
+    return Grid(path.stem, path, spec.get("description", ""), yaml.safe_load(base_path.read_text()) or {},
+                spec.get("set") or {}, axes)
+
+
+def expand(grid: Grid, overrides=()) -> list[Cell]:
+    """Every cell of the grid, validated, with its run id; ``overrides`` (``key=value``, e.g. the user's
+    ``data.root=...``) apply to every cell, after the axes."""
+    cells = []
+    for combination in itertools.product(*grid.axes.values()):
+        values = dict(zip(grid.axes, combination))
+        data = copy.deepcopy(grid.base)
+        for key, value in {**grid.settings, **values}.items():
+            set_key(data, key, copy.deepcopy(value))
+        for assignment in overrides:
+            apply_override(data, assignment)
+        try:
+            config = from_dict(RunConfig, data)
+            validate(config)
+        except ConfigError as error:
+            raise ConfigError(f"{grid.path}: cell {values}: {error}") from error
+        cells.append(Cell(records.run_id(to_dict(config)), values, config))
+    return cells
+
+
+def status(cell: Cell, out_dir) -> str:
+    record = records.read_record(out_dir, cell.run_id)
+    return record["status"] if record else "new"
+
+
+def pending(cells: list[Cell], out_dir) -> list[Cell]:
+    """The cells whose record does not say finished."""
+    return [cell for cell in cells if status(cell, out_dir) != records.FINISHED]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="List a grid's cells, their run ids and their status.")
+    parser.add_argument("grid")
+    parser.add_argument("overrides", nargs="*", help="key=value for every cell, e.g. data.root=/data/imagenet")
+    parser.add_argument("--out", help="results directory (default: results/<grid name>)")
+    args = parser.parse_intermixed_args(argv)
+    grid = load_grid(args.grid)
+    out_dir = Path(args.out or Path("results") / grid.name)
+    cells = expand(grid, args.overrides)
+    print(f"{grid.name}: {grid.description.strip()} {len(cells)} cells, results in {out_dir}")
+    for cell in cells:
+        print(f"  {cell.run_id}  {status(cell, out_dir):<9} {cell.values}")
+
+
+if __name__ == "__main__":
+    main()

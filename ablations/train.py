@@ -1,0 +1,318 @@
+"""One training run: config -> model -> training loop -> checkpoints -> run record.
+
+    python -m ablations.train CONFIG.yaml --out DIR [key=value ...]
+
+Runs alone, under torchrun (several processes: DistributedDataParallel), or inside a submitit job whose
+launcher sets the torch.distributed environment. The run id is a hash of the resolved config; the record
+is DIR/<run_id>.json and the checkpoint DIR/<run_id>/checkpoint.pt, written atomically after every epoch.
+Started again, a run resumes from its checkpoint and ends with the same metrics as an uninterrupted one
+(each epoch reseeds every random source from the seed and the epoch number); a finished run returns its
+record at once.
+"""
+import argparse
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from involution.complexity import count_flops, count_params
+from involution.models import build_model
+
+from . import records
+from .config import RunConfig, load_config, to_dict
+from .data import build_splits
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Process:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process() -> Process:
+    """Rank and world size from the torch.distributed environment (torchrun, or the submitit launcher)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Process(rank, world_size, device)
+
+
+class ShardSampler(Sampler):
+    """Every world_size-th index from rank: each example evaluated exactly once across processes."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def autocast_dtype(config: RunConfig, device: torch.device) -> Optional[torch.dtype]:
+    amp = config.train.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def warmup_cosine(optim, steps_per_epoch: int):
+    """Learning-rate factor per step: linear warm-up from warmup_start_factor, then cosine to min_lr."""
+    total = optim.epochs * steps_per_epoch
+    warmup = round(optim.warmup_epochs * steps_per_epoch)
+    floor = optim.min_lr / optim.lr_per_256  # as a fraction of the peak (scaled alike, so batch-independent)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return optim.warmup_start_factor + (1 - optim.warmup_start_factor) * step / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def all_reduce_sum(values: list[float], process: Process) -> list[float]:
+    if process.world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=process.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Every random source of an epoch (augmentation, dropout, data order) from (seed, epoch, rank)."""
+    torch.manual_seed((seed * 1_000_003 + epoch) * 1009 + rank)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, out_dir, process: Process, progress: bool = True):
+        self.config, self.process, self.progress = config, process, progress
+        self.resolved = to_dict(config)
+        self.run_id = records.run_id(self.resolved)
+        self.out_dir = Path(out_dir)
+        self.checkpoint_path = records.checkpoint_dir(self.out_dir, self.run_id) / CHECKPOINT
+        self.complexity = {"params": None, "flops": None, "input_size": None}
+        self.history: list[dict] = []
+        self.wall_time = 0.0
+
+    def build(self) -> None:
+        """Data, model, optimizer and schedule (inside run(), so that a failure here is recorded)."""
+        config, process = self.config, self.process
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+        torch.backends.cudnn.benchmark = not config.train.deterministic
+        torch.manual_seed(config.train.seed)
+
+        self.splits = build_splits(config.data, config.train.seed)
+        self.model = build_model(
+            config.model.name, in_chans=self.splits.channels, num_classes=self.splits.num_classes,
+            **config.model.options,
+        ).to(process.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        input_size = (self.splits.channels, self.splits.image_size, self.splits.image_size)
+        self.complexity = {"params": count_params(self.model), "flops": count_flops(self.model, input_size),
+                           "input_size": list(input_size)}
+        self.network = self.model
+        if process.world_size > 1:
+            self.network = DistributedDataParallel(self.model, device_ids=[process.device] if process.device.type == "cuda" else None)
+
+        optim = config.optim
+        global_batch = optim.batch_size * process.world_size
+        self.sampler = DistributedSampler(self.splits.train, process.world_size, process.rank, shuffle=True,
+                                          seed=config.train.seed)
+        self.train_loader = DataLoader(self.splits.train, optim.batch_size, sampler=self.sampler,
+                                       num_workers=config.data.num_workers, drop_last=True,
+                                       pin_memory=process.device.type == "cuda", persistent_workers=False)
+        self.val_loader = DataLoader(self.splits.val, optim.batch_size, num_workers=config.data.num_workers,
+                                     sampler=ShardSampler(len(self.splits.val), process.rank, process.world_size))
+        if len(self.train_loader) == 0:
+            raise ValueError(f"optim.batch_size={optim.batch_size} exceeds the {len(self.splits.train)} training images")
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=optim.lr_per_256 * global_batch / 256, momentum=optim.momentum,
+            nesterov=optim.nesterov, weight_decay=optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(optim, len(self.train_loader)))
+        self.amp_dtype = autocast_dtype(config, process.device)
+        self.scaler = torch.amp.GradScaler(process.device.type, enabled=self.amp_dtype == torch.float16)
+
+    # -- state -------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "history": self.history, "wall_time": self.wall_time,
+        }
+        records.atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.process.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.wall_time = state["history"], state["wall_time"]
+
+    def record(self, status: str, error: Optional[str] = None) -> dict:
+        last = self.history[-1] if self.history else {}
+        record = {
+            "run_id": self.run_id, "status": status, "model": self.config.model.name,
+            "params": self.complexity["params"], "flops": self.complexity["flops"],
+            "flops_convention": "paper (mmcv-style multiply-adds, incl. the involution aggregation) per image at "
+                                + "x".join(map(str, self.complexity["input_size"] or ["?"])),
+            "top1": last.get("top1"), "top5": last.get("top5"), "train_loss": last.get("train_loss"),
+            "epochs": self.history, "epochs_planned": self.config.optim.epochs,
+            "images_per_s": (sum(e["images_per_s"] for e in self.history) / len(self.history)) if self.history else None,
+            "peak_memory_mib": peak_memory_mib(self.process.device),
+            "wall_time_s": self.wall_time, "config": self.resolved, "git_commit": records.git_commit(),
+            "hardware": records.hardware(self.process.device, self.process.world_size),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if error:
+            record["error"] = error
+        return record
+
+    def write_record(self, status: str, error: Optional[str] = None) -> dict:
+        record = self.record(status, error)
+        if self.process.is_main:
+            records.write_record(self.out_dir, record)
+        return record
+
+    # -- loop --------------------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.process.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def to_device(self, images, labels):
+        images = images.to(self.process.device, non_blocking=True)
+        if self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.process.device, non_blocking=True)
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.network.train()
+        self.sampler.set_epoch(epoch)
+        loss_sum = correct = seen = 0.0
+        start = time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.optim.epochs}", leave=False,
+                   disable=not (self.progress and self.process.is_main), mininterval=1 if sys.stderr.isatty() else 30)
+        for images, labels in bar:
+            images, labels = self.to_device(images, labels)
+            with self.autocast():
+                logits = self.network(images)
+                loss = F.cross_entropy(logits, labels, label_smoothing=self.config.optim.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            rate = seen * self.process.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}",
+                            refresh=False)
+        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.process)
+        seconds = time.perf_counter() - start
+        return {"train_loss": loss_sum / seen, "train_top1": 100 * correct / seen, "images_per_s": seen / seconds,
+                "train_seconds": seconds, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.network.eval()
+        loss_sum = top1 = top5 = seen = 0.0
+        for images, labels in self.val_loader:
+            images, labels = self.to_device(images, labels)
+            with self.autocast():
+                logits = self.network(images).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1 += (best[:, 0] == labels).sum().item()
+            top5 += (best == labels[:, None]).any(dim=1).sum().item()
+            seen += len(labels)
+        loss_sum, top1, top5, seen = all_reduce_sum([loss_sum, top1, top5, seen], self.process)
+        return {"val_loss": loss_sum / seen, "top1": 100 * top1 / seen, "top5": 100 * top5 / seen}
+
+    def run(self) -> dict:
+        existing = records.read_record(self.out_dir, self.run_id)
+        if existing and existing["status"] == records.FINISHED:
+            return existing
+        try:
+            self.build()
+            if self.checkpoint_path.exists():
+                self.load_checkpoint()
+            self.write_record(records.RUNNING)
+            for epoch in range(len(self.history), self.config.optim.epochs):
+                seed_epoch(self.config.train.seed, epoch, self.process.rank)
+                start = time.perf_counter()
+                metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
+                self.wall_time += time.perf_counter() - start
+                self.history.append(metrics)
+                if self.process.is_main:
+                    self.save_checkpoint()
+                    print(f"[{self.run_id}] epoch {epoch + 1}: loss {metrics['train_loss']:.4f}, "
+                          f"top1 {metrics['top1']:.2f}%, {metrics['images_per_s']:.0f} img/s", flush=True)
+                self.write_record(records.RUNNING)
+        except Exception:
+            self.write_record(records.FAILED, error=traceback.format_exc(limit=20))
+            raise
+        return self.write_record(records.FINISHED)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train(config: RunConfig, out_dir, progress: bool = True) -> dict:
+    """Train (or resume, or return the finished record of) one run; returns its record."""
+    return Trainer(config, out_dir, setup_process(), progress).run()
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train and evaluate one model; write its run record.", add_help=False)
+    parser.add_argument("config", help="YAML run config, e.g. ablations/configs/fashion_mnist.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.epochs=3 model.name=resnet26")
+    parser.add_argument("--out", required=True, help="results directory: DIR/<run_id>.json and DIR/<run_id>/")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(parents=[get_args_parser()])
+    args = parser.parse_intermixed_args(argv)
+    config = load_config(args.config, args.overrides)
+    record = train(config, args.out, progress=not args.no_progress)
+    print(f"[{record['run_id']}] {record['status']}: {record['model']} top1 {record['top1']:.2f}% "
+          f"top5 {record['top5']:.2f}% -> {records.record_path(args.out, record['run_id'])}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

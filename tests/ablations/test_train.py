@@ -1,0 +1,104 @@
+"""One training run end to end: the record, resuming after a kill, several processes, the Fashion-MNIST target."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations import records, train
+from ablations.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+SYNTHETIC = REPO / "ablations" / "configs" / "synthetic.yaml"
+RECORD_KEYS = {
+    "run_id", "status", "model", "params", "flops", "top1", "top5", "epochs", "config", "git_commit",
+    "flops_convention", "train_loss", "images_per_s", "peak_memory_mib", "wall_time_s", "hardware",
+}
+
+
+def run_cli(out, *overrides, **popen):
+    command = [sys.executable, "-m", "ablations.train", str(SYNTHETIC), "--out", str(out), "--no-progress", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def test_synthetic_run_writes_a_complete_record(tmp_path):
+    record = train.main([str(SYNTHETIC), "--out", str(tmp_path), "--no-progress"])
+    assert RECORD_KEYS <= set(record)
+    assert record["status"] == "finished" and record["model"] == "rednet26"
+    assert len(record["epochs"]) == 2 and record["epochs"][-1]["top1"] == record["top1"]
+    assert record["top1"] > 50  # 4 classes: chance is 25%
+    assert record["top5"] == 100.0
+    assert record["params"] > 0 and record["flops"] > 0 and "3x12x12" in record["flops_convention"]
+    on_disk = json.loads(records.record_path(tmp_path, record["run_id"]).read_text())
+    assert on_disk == record
+    assert (tmp_path / record["run_id"] / "checkpoint.pt").exists()
+    # A finished run is not trained again.
+    again = train.main([str(SYNTHETIC), "--out", str(tmp_path), "--no-progress"])
+    assert again == record
+
+
+def test_failed_run_is_recorded_as_failed(tmp_path):
+    config = load_config(SYNTHETIC, ["optim.batch_size=1000"])
+    with pytest.raises(ValueError, match="optim.batch_size=1000 exceeds the 256 training images"):
+        train.train(config, tmp_path, progress=False)
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert record["status"] == "failed" and "exceeds the 256 training images" in record["error"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_metrics(tmp_path):
+    # Long enough epochs to kill one in the middle: 3 epochs of 3072 images.
+    overrides = ["data.synthetic.train_size=3072", "optim.epochs=3"]
+    uninterrupted = run_cli(tmp_path / "a", *overrides)
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stdout.read().decode()
+
+    interrupted = run_cli(tmp_path / "b", *overrides)
+    deadline = time.time() + 600
+    record_file = None
+    while time.time() < deadline and interrupted.poll() is None:
+        found = list((tmp_path / "b").glob("*.json"))
+        if found and json.loads(found[0].read_text())["epochs"]:
+            record_file = found[0]
+            break
+        time.sleep(0.05)
+    assert record_file is not None, "the run ended before its first epoch was recorded"
+    time.sleep(0.5)  # into the second epoch
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait(timeout=60)
+    killed = json.loads(record_file.read_text())
+    assert killed["status"] == "running" and len(killed["epochs"]) < 3, "killed too late to test a resume"
+
+    resumed = run_cli(tmp_path / "b", *overrides)
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()
+    a = json.loads(next((tmp_path / "a").glob("*.json")).read_text())
+    b = json.loads(record_file.read_text())
+    assert b["status"] == "finished"
+    for key in ("top1", "top5", "train_loss"):
+        assert a[key] == b[key], key
+    assert [e["val_loss"] for e in a["epochs"]] == [e["val_loss"] for e in b["epochs"]]
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
+               "-m", "ablations.train", str(SYNTHETIC), "--out", str(tmp_path), "--no-progress",
+               "optim.batch_size=16", "train.threads=1"]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["status"] == "finished" and record["hardware"]["processes"] == 2
+    assert record["top1"] > 50
+
+
+@pytest.mark.slow
+def test_fashion_mnist_small_rednet_reaches_90_percent(tmp_path):
+    """The offline default config (its training time is measured, not asserted: see the README)."""
+    config = load_config(REPO / "ablations" / "configs" / "fashion_mnist.yaml")
+    record = train.train(config, tmp_path, progress=False)
+    assert record["top1"] >= 90.0, record["epochs"]
