@@ -1,0 +1,83 @@
+"""Through submitit's real SlurmExecutor on a local SLURM cluster: arrays, preemption and requeue, failures."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+
+from ablations import records
+from ablations.config import load_config
+from ablations.grid import expand, load_grid
+from ablations.train import train
+from slurm import launch, status
+from slurm.job import TrainingJob
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "ablations" / "grids" / "smoke.yaml")
+SYNTHETIC = REPO / "ablations" / "configs" / "synthetic.yaml"
+SLURM = ["--executor", "slurm", "--cpus-per-task", "1", "--time", "30", "--wait-timeout", "10"]
+# (--time above 10 min: submitit counts every USR2 as a time-out below that.)
+
+
+def test_grid_as_a_job_array_then_nothing_new(tmp_path, capsys):
+    assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "train.threads=1"]) == 0
+    runs = status.run_records(tmp_path)
+    assert sorted(r["status"] for r in runs) == ["finished"] * 4
+    manifest = json.loads(next((tmp_path / "submissions").glob("*.json")).read_text())
+    array = {run["job_id"].split("_")[0] for run in manifest["runs"]}
+    assert len(array) == 1, "one job array"
+    assert manifest["parameters"]["slurm_array_parallelism"] == 64
+    capsys.readouterr()
+    assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "train.threads=1"]) == 0
+    assert "0 to submit" in capsys.readouterr().out
+
+
+def wait(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(tmp_path):
+    overrides = ["data.synthetic.train_size=3072", "optim.epochs=3", "train.threads=1"]
+    config = load_config(SYNTHETIC, overrides)
+    uninterrupted = train(config, tmp_path / "reference", progress=False)
+
+    executor = submitit.AutoExecutor(folder=tmp_path / "logs" / "%j", cluster="slurm", slurm_max_num_timeout=3)
+    executor.update_parameters(timeout_min=30, cpus_per_task=1)
+    job = executor.submit(TrainingJob(config, str(tmp_path / "runs")))
+    record = lambda: records.read_record(tmp_path / "runs", uninterrupted["run_id"]) or {}  # noqa: E731
+    wait(lambda: len(record().get("epochs") or []) >= 1, 300, "the first epoch")
+    assert len(record()["epochs"]) < 3, "finished before it could be preempted"
+    job._interrupt()  # what SLURM does on preemption: USR2, then the job checkpoints and requeues itself
+    wait(lambda: record().get("status") == records.FINISHED, 300, "the requeued job to finish")
+    wait(job.done, 120, "the job to end")
+    assert job.result()["status"] == "finished"
+    resumed = record()
+    for key in ("top1", "top5", "train_loss"):
+        assert resumed[key] == uninterrupted[key], key
+    log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
+    assert "requeu" in log.lower() or "checkpoint" in log.lower(), log[-2000:]
+
+
+def test_crashing_jobs_are_reported_failed_without_hanging(tmp_path):
+    args = [SMOKE, "--out", str(tmp_path), *SLURM, "data.synthetic.train_size=64", "optim.batch_size=200"]
+    started = time.time()
+    assert launch.main(args) == 1
+    assert time.time() - started < 600
+    report = status.report(tmp_path)
+    assert "4 failed" in report and "exceeds the 64 training images" in report
+
+
+def test_grid_cells_map_to_array_tasks(tmp_path):
+    cells = expand(load_grid(SMOKE))
+    assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "--no-wait", "--array-parallelism", "2"]) == 0
+    manifest = json.loads(next((tmp_path / "submissions").glob("*.json")).read_text())
+    assert [run["run_id"] for run in manifest["runs"]] == [cell.run_id for cell in cells]
+    assert [run["job_id"].split("_")[1] for run in manifest["runs"]] == ["0", "1", "2", "3"]
+    wait(lambda: all(r["status"] == "finished" for r in status.run_records(tmp_path)), 600, "the array")
