@@ -1,4 +1,5 @@
 """Timing and peak-memory helpers shared by the benchmark scripts."""
+import argparse
 import ctypes
 import platform
 import statistics
@@ -56,3 +57,22 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def common_arguments(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options both benchmarks take: device, batch, backends, repeats, JSON output."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, help="default: 64 on CUDA, 8 on CPU")
+    parser.add_argument("--backends", nargs="+", help="default: reference cpu (+ triton on CUDA)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per measurement on CPU (median)")
+    parser.add_argument("--json", help="also write the rows and the environment to this file")
+    return parser
+
+
+def resolve_defaults(args) -> torch.device:
+    """Fill in the device-dependent defaults of common_arguments; returns the device."""
+    device = torch.device(args.device)
+    args.batch = args.batch or (64 if device.type == "cuda" else 8)
+    args.backends = args.backends or (["reference", "cpu", "triton"] if device.type == "cuda" else ["reference", "cpu"])
+    return device

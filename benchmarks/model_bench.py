@@ -6,7 +6,6 @@ the same run (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G).
     python benchmarks/model_bench.py                       # CPU: batch 8; CUDA: batch 64, bf16 autocast
     python benchmarks/model_bench.py --models rednet50 resnet50 sasa50 --size 160
 """
-import argparse
 import json
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 from involution.complexity import count_flops
 from involution.models import build_model
-from measure import environment, peak_memory_mib, timed_ms
+from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 BASELINE = "resnet50"
 
@@ -76,25 +75,17 @@ def format_table(rows: list[dict]) -> str:
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common_arguments(__doc__, repeats=3)
     parser.add_argument("--models", nargs="+", default=["rednet50", BASELINE])
-    parser.add_argument("--backends", nargs="+", help="default: reference cpu (+ triton on CUDA)")
-    parser.add_argument("--batch", type=int, help="default: 64 on CUDA, 8 on CPU")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], help="default: bf16 on CUDA, none on CPU")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement on CPU (median)")
-    parser.add_argument("--json", help="also write the rows and the environment to this file")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
-    args.batch = args.batch or (64 if on_gpu else 8)
-    args.backends = args.backends or (["reference", "cpu", "triton"] if on_gpu else ["reference", "cpu"])
-    amp = args.amp or ("bf16" if on_gpu else "none")
+    device = resolve_defaults(args)
+    amp = args.amp or ("bf16" if device.type == "cuda" else "none")
     args.autocast_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device).to(memory_format=torch.channels_last)

@@ -9,7 +9,6 @@ time is also given as a fraction of the memory-bandwidth floor (minimal bytes / 
     python benchmarks/op_bench.py --quick         # first layer shape only (the demo)
     python benchmarks/op_bench.py --json out.json
 """
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from involution import involution2d
 from involution.ops import involution2d_reference
-from measure import environment, peak_memory_mib, timed_ms
+from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 KERNEL_SIZE = 7
 GROUP_CHANNELS = 16
@@ -154,23 +153,16 @@ def format_table(rows: list[Row]) -> str:
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, help="default: 64 on CUDA, 8 on CPU")
+    parser = common_arguments(__doc__, repeats=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--backends", nargs="+", help="default: reference cpu (+ triton on CUDA)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement on CPU (median)")
     parser.add_argument("--quick", action="store_true", help="only the first layer shape")
-    parser.add_argument("--json", help="also write the rows and the environment to this file")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    device = torch.device(args.device)
+    device = resolve_defaults(args)
     dtype = getattr(torch, args.dtype)
-    args.batch = args.batch or (64 if device.type == "cuda" else 8)
-    args.backends = args.backends or (["reference", "cpu", "triton"] if device.type == "cuda" else ["reference", "cpu"])
     bandwidth = copy_bandwidth_bytes_per_ms(device, dtype) if device.type == "cuda" else None
     env = environment(device)
     print(f"# involution op, K={KERNEL_SIZE}, G=C/{GROUP_CHANNELS}, batch {args.batch}, {args.dtype}, {env}")

@@ -32,6 +32,30 @@ _TILE_ELEMENTS = 4096
 
 
 @triton.jit
+def _output_tile(
+    pid, num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
+    K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """A program's (batch, group, block of output pixels) and its [KK_PAD, BLOCK_P] tile of taps x pixels:
+    the input offsets each tap reads (x_offsets, valid where in_mask; the rest is the zero padding)."""
+    block = pid % num_blocks
+    g = (pid // num_blocks) % groups
+    b = pid // (num_blocks * groups)
+    pix = block * BLOCK_P + tl.arange(0, BLOCK_P)
+    pix_mask = pix < num_out_pixels
+    i = pix // out_width
+    j = pix % out_width
+    tap = tl.arange(0, KK_PAD)
+    u = tap // K
+    v = tap % K
+    tile_mask = (tap < K * K)[:, None] & pix_mask[None, :]
+    h = i[None, :] * STRIDE + u[:, None] * DILATION - padding
+    w = j[None, :] * STRIDE + v[:, None] * DILATION - padding
+    in_mask = tile_mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
+    return b, g, i, j, u, v, pix_mask, tile_mask, in_mask, h * sxh + w * sxw
+
+
+@triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, out_ptr,
     channels_per_group, groups, height, width, out_width, num_out_pixels, padding, num_blocks,
@@ -41,25 +65,10 @@ def _forward_kernel(
     K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
     BLOCK_P: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    block = pid % num_blocks
-    g = (pid // num_blocks) % groups
-    b = pid // (num_blocks * groups)
-
-    pix = block * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_out_pixels
-    i = pix // out_width
-    j = pix % out_width
-    tap = tl.arange(0, KK_PAD)
-    u = tap // K
-    v = tap % K
-    tile_mask = (tap < K * K)[:, None] & pix_mask[None, :]
-
-    # Input coordinates read by each (tap, output pixel); out-of-range reads are the zero padding.
-    h = i[None, :] * STRIDE + u[:, None] * DILATION - padding
-    w = j[None, :] * STRIDE + v[:, None] * DILATION - padding
-    in_mask = tile_mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
-    x_offsets = h * sxh + w * sxw
+    b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
+        tl.program_id(0), num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
+        K, KK_PAD, STRIDE, DILATION, BLOCK_P,
+    )
 
     w_group = w_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
     w_offsets = u[:, None] * swu + v[:, None] * swv + i[None, :] * swh + j[None, :] * sww
@@ -87,24 +96,10 @@ def _grad_kernel_kernel(
     K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
     BLOCK_P: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    block = pid % num_blocks
-    g = (pid // num_blocks) % groups
-    b = pid // (num_blocks * groups)
-
-    pix = block * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_out_pixels
-    i = pix // out_width
-    j = pix % out_width
-    tap = tl.arange(0, KK_PAD)
-    u = tap // K
-    v = tap % K
-    tile_mask = (tap < K * K)[:, None] & pix_mask[None, :]
-
-    h = i[None, :] * STRIDE + u[:, None] * DILATION - padding
-    w = j[None, :] * STRIDE + v[:, None] * DILATION - padding
-    in_mask = tile_mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
-    x_offsets = h * sxh + w * sxw
+    b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
+        tl.program_id(0), num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
+        K, KK_PAD, STRIDE, DILATION, BLOCK_P,
+    )
 
     first_channel = g.to(tl.int64) * channels_per_group
     x_channel = x_ptr + b.to(tl.int64) * sxb + first_channel * sxc

@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end at tiny sizes (their numbers are measurements, not tested)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, text=True,
+                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_op_benchmark_checks_and_times_every_backend(tmp_path):
+    out = run("op_bench.py", "--quick", "--batch", "1", "--repeats", "1", "--json", str(tmp_path / "op.json"))
+    rows = json.loads((tmp_path / "op.json").read_text())["rows"]
+    assert [(r["stride"], r["provider"]) for r in rows] == [(1, "reference"), (1, "cpu"), (2, "reference"), (2, "cpu")]
+    assert all(r["max_error"] < 1e-4 for r in rows if r["provider"] == "cpu")
+    assert "fwd+bwd x unfold" in out
+
+
+def test_model_benchmark_compares_with_resnet(tmp_path):
+    run("model_bench.py", "--size", "32", "--batch", "2", "--repeats", "1", "--backends", "cpu",
+        "--json", str(tmp_path / "model.json"))
+    rows = json.loads((tmp_path / "model.json").read_text())["rows"]
+    assert [(r["model"], r["backend"]) for r in rows] == [("rednet50", "cpu"), ("resnet50", "-")]
