@@ -14,6 +14,7 @@
 """
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--qos")
     cluster.add_argument("--constraint")
     cluster.add_argument("--nodes", type=int, default=1)
-    cluster.add_argument("--gpus-per-node", type=int, default=0, help="one task per GPU (one task if 0)")
+    cluster.add_argument("--gpus-per-node", type=int, default=0)
+    cluster.add_argument("--tasks-per-node", type=int, help="training processes per node (default: one per GPU, or 1)")
     cluster.add_argument("--cpus-per-task", type=int, default=2)
     cluster.add_argument("--mem-gb", type=int, help="memory per node")
     cluster.add_argument("--time", type=int, default=60, help="time limit per job, minutes")
@@ -62,7 +64,8 @@ def make_executor(args, log_dir: Path) -> tuple[submitit.AutoExecutor, dict]:
     requeues = {"slurm_max_num_timeout": args.max_requeues} if args.executor == "slurm" else {}
     executor = submitit.AutoExecutor(folder=log_dir / "%j", cluster=args.executor, **requeues)
     parameters = {
-        "name": args.name, "timeout_min": args.time, "nodes": args.nodes, "tasks_per_node": max(1, args.gpus_per_node),
+        "name": args.name, "timeout_min": args.time, "nodes": args.nodes,
+        "tasks_per_node": args.tasks_per_node or max(1, args.gpus_per_node),
         "cpus_per_task": args.cpus_per_task, "gpus_per_node": args.gpus_per_node or None, "mem_gb": args.mem_gb,
     }
     if args.executor == "slurm":
@@ -161,9 +164,10 @@ def _job_error(job) -> Optional[str]:
         exception = error
     if exception is None:
         return None
-    parts = str(exception).split("-" * 22)  # submitit frames the traceback with dashed lines
-    text = (parts[1] if len(parts) >= 3 else parts[0]).strip()
-    return text.splitlines()[-1] if text else type(exception).__name__
+    # submitit frames the traceback (or, with no result, the job's stderr) with dashed lines.
+    parts = re.split(r"\n-{10,}\n", str(exception))
+    lines = [line for line in parts[min(1, len(parts) - 1)].splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exception).__name__
 
 
 def summary(cells: list[Cell], out_dir: Path) -> tuple[str, int]:

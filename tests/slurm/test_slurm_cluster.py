@@ -1,5 +1,7 @@
 """Through submitit's real SlurmExecutor on a local SLURM cluster: arrays, preemption and requeue, failures."""
 import json
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -81,3 +83,30 @@ def test_grid_cells_map_to_array_tasks(tmp_path):
     assert [run["run_id"] for run in manifest["runs"]] == [cell.run_id for cell in cells]
     assert [run["job_id"].split("_")[1] for run in manifest["runs"]] == ["0", "1", "2", "3"]
     wait(lambda: all(r["status"] == "finished" for r in status.run_records(tmp_path)), 600, "the array")
+
+
+def test_two_tasks_train_with_torch_distributed_from_submitit(tmp_path):
+    first = expand(load_grid(SMOKE), ["train.threads=1"])[0].run_id
+    args = [SMOKE, "train.threads=1", "--out", str(tmp_path), *SLURM, "--tasks-per-node", "2", "--runs", first]
+    assert launch.main(args) == 0
+    (record,) = [r for r in status.run_records(tmp_path) if r["status"] == "finished"]
+    assert record["hardware"]["processes"] == 2
+
+
+def test_job_killed_without_a_result_is_reported_failed(tmp_path):
+    """SIGKILL (as the OOM killer does) leaves no result file and a record saying running: sacct's FAILED
+    state must end the wait and mark the run failed."""
+    overrides = ["data.synthetic.train_size=3072", "optim.epochs=3", "train.threads=1"]
+    cell = expand(load_grid(SMOKE), overrides)[0]
+
+    def kill_when_training():
+        wait(lambda: len((records.read_record(tmp_path, cell.run_id) or {}).get("epochs") or []) >= 1, 300,
+             "the first epoch")
+        subprocess.run(["pkill", "-9", "-f", f"submitit.core._submit {tmp_path}"], check=False)
+
+    killer = threading.Thread(target=kill_when_training)
+    killer.start()
+    assert launch.main([SMOKE, *overrides, "--out", str(tmp_path), *SLURM, "--runs", cell.run_id]) == 1
+    killer.join()
+    record = records.read_record(tmp_path, cell.run_id)
+    assert record["status"] == "failed" and "without finishing the run" in record["error"]
