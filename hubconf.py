@@ -5,6 +5,7 @@
 Nothing is downloaded: pass the path of an official (OpenMMLab-format) checkpoint you have, or none for
 random weights. Keyword arguments go to ``involution.models.build_model``.
 """
+
 from involution.checkpoint import load_official
 from involution.models import build_model
 

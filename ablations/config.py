@@ -3,6 +3,7 @@
 Every key is declared below with its default and a comment; an unknown key, a value of the wrong type,
 a model option the model does not take or a missing dataset path fails with a message naming it.
 """
+
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -153,7 +154,10 @@ def to_dict(config: RunConfig) -> dict:
 
 DATASETS = ("imagenet", "fashion_mnist", "synthetic")
 FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
 )
 
 
@@ -173,10 +177,14 @@ def validate(config: RunConfig) -> None:
             raise ConfigError("data.root: not set; pass data.root=/path/to/imagenet (a folder with train/ and val/)")
         for split in ("train", "val"):
             if not (Path(data.root or "") / split).is_dir():
-                raise ConfigError(f"data.root: {data.root} has no '{split}' folder (expected ImageNet as train/ and val/)")
+                raise ConfigError(
+                    f"data.root: {data.root} has no '{split}' folder (expected ImageNet as train/ and val/)"
+                )
     for key, value, minimum in (
-        ("optim.epochs", optim.epochs, 1), ("optim.batch_size", optim.batch_size, 1),
-        ("data.num_workers", data.num_workers, 0), ("data.image_size", data.image_size, 1),
+        ("optim.epochs", optim.epochs, 1),
+        ("optim.batch_size", optim.batch_size, 1),
+        ("data.num_workers", data.num_workers, 0),
+        ("data.image_size", data.image_size, 1),
     ):
         if value < minimum:
             raise ConfigError(f"{key}: must be >= {minimum}, got {value}")

@@ -3,6 +3,7 @@
 Nothing is downloaded: ImageNet is the user's folder, Fashion-MNIST the idx files of Debian's
 `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), the synthetic set is generated from a seed.
 """
+
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,9 +92,13 @@ def imagenet(config: DataConfig) -> Splits:
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     size = config.image_size
     train_transform = (
-        transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+        transforms.Compose(
+            [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
+        )
         if config.augment
-        else transforms.Compose([transforms.Resize(size * 8 // 7), transforms.CenterCrop(size), transforms.ToTensor(), normalize])
+        else transforms.Compose(
+            [transforms.Resize(size * 8 // 7), transforms.CenterCrop(size), transforms.ToTensor(), normalize]
+        )
     )
     val_transform = transforms.Compose(
         [transforms.Resize(size * 8 // 7), transforms.CenterCrop(size), transforms.ToTensor(), normalize]

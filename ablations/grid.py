@@ -14,11 +14,13 @@ Every cell is validated when the grid is expanded, before anything runs.
 
     python -m ablations.grid GRID.yaml [--out DIR] [key=value ...]   # list the cells, ids and status
 """
+
 import argparse
 import copy
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+
 import yaml
 
 from . import records
@@ -61,8 +63,14 @@ def load_grid(path) -> Grid:
     for axis, values in axes.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list")
-    return Grid(path.stem, path, spec.get("description", ""), yaml.safe_load(base_path.read_text()) or {},
-                spec.get("set") or {}, axes)
+    return Grid(
+        path.stem,
+        path,
+        spec.get("description", ""),
+        yaml.safe_load(base_path.read_text()) or {},
+        spec.get("set") or {},
+        axes,
+    )
 
 
 def expand(grid: Grid, overrides=()) -> list[Cell]:

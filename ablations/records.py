@@ -3,6 +3,7 @@
 A run killed at any point leaves either its previous record or its new one, never a half-written file,
 so concurrent jobs can share one results directory.
 """
+
 import hashlib
 import json
 import os
@@ -73,8 +74,12 @@ def git_commit() -> Optional[str]:
 
 def hardware(device: torch.device, world_size: int) -> dict:
     info = {
-        "device": str(device), "processes": world_size, "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": str(device),
+        "processes": world_size,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "host": platform.node(),
     }
     if device.type == "cuda":

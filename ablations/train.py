@@ -9,6 +9,7 @@ Started again, a run resumes from its checkpoint and ends with the same metrics 
 (each epoch reseeds every random source from the seed and the epoch number); a finished run returns its
 record at once.
 """
+
 import argparse
 import math
 import os
@@ -131,32 +132,55 @@ class Trainer:
 
         self.splits = build_splits(config.data, config.train.seed)
         self.model = build_model(
-            config.model.name, in_chans=self.splits.channels, num_classes=self.splits.num_classes,
+            config.model.name,
+            in_chans=self.splits.channels,
+            num_classes=self.splits.num_classes,
             **config.model.options,
         ).to(process.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         input_size = (self.splits.channels, self.splits.image_size, self.splits.image_size)
-        self.complexity = {"params": count_params(self.model), "flops": count_flops(self.model, input_size),
-                           "input_size": list(input_size)}
+        self.complexity = {
+            "params": count_params(self.model),
+            "flops": count_flops(self.model, input_size),
+            "input_size": list(input_size),
+        }
         self.network = self.model
         if process.world_size > 1:
-            self.network = DistributedDataParallel(self.model, device_ids=[process.device] if process.device.type == "cuda" else None)
+            self.network = DistributedDataParallel(
+                self.model, device_ids=[process.device] if process.device.type == "cuda" else None
+            )
 
         optim = config.optim
         global_batch = optim.batch_size * process.world_size
-        self.sampler = DistributedSampler(self.splits.train, process.world_size, process.rank, shuffle=True,
-                                          seed=config.train.seed)
-        self.train_loader = DataLoader(self.splits.train, optim.batch_size, sampler=self.sampler,
-                                       num_workers=config.data.num_workers, drop_last=True,
-                                       pin_memory=process.device.type == "cuda", persistent_workers=False)
-        self.val_loader = DataLoader(self.splits.val, optim.batch_size, num_workers=config.data.num_workers,
-                                     sampler=ShardSampler(len(self.splits.val), process.rank, process.world_size))
+        self.sampler = DistributedSampler(
+            self.splits.train, process.world_size, process.rank, shuffle=True, seed=config.train.seed
+        )
+        self.train_loader = DataLoader(
+            self.splits.train,
+            optim.batch_size,
+            sampler=self.sampler,
+            num_workers=config.data.num_workers,
+            drop_last=True,
+            pin_memory=process.device.type == "cuda",
+            persistent_workers=False,
+        )
+        self.val_loader = DataLoader(
+            self.splits.val,
+            optim.batch_size,
+            num_workers=config.data.num_workers,
+            sampler=ShardSampler(len(self.splits.val), process.rank, process.world_size),
+        )
         if len(self.train_loader) == 0:
-            raise ValueError(f"optim.batch_size={optim.batch_size} exceeds the {len(self.splits.train)} training images")
+            raise ValueError(
+                f"optim.batch_size={optim.batch_size} exceeds the {len(self.splits.train)} training images"
+            )
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=optim.lr_per_256 * global_batch / 256, momentum=optim.momentum,
-            nesterov=optim.nesterov, weight_decay=optim.weight_decay,
+            self.model.parameters(),
+            lr=optim.lr_per_256 * global_batch / 256,
+            momentum=optim.momentum,
+            nesterov=optim.nesterov,
+            weight_decay=optim.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(optim, len(self.train_loader)))
         self.amp_dtype = autocast_dtype(config, process.device)
@@ -165,9 +189,12 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "history": self.history, "wall_time": self.wall_time,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "wall_time": self.wall_time,
         }
         records.atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
 
@@ -182,15 +209,25 @@ class Trainer:
     def record(self, status: str, error: Optional[str] = None) -> dict:
         last = self.history[-1] if self.history else {}
         record = {
-            "run_id": self.run_id, "status": status, "model": self.config.model.name,
-            "params": self.complexity["params"], "flops": self.complexity["flops"],
+            "run_id": self.run_id,
+            "status": status,
+            "model": self.config.model.name,
+            "params": self.complexity["params"],
+            "flops": self.complexity["flops"],
             "flops_convention": "paper (mmcv-style multiply-adds, incl. the involution aggregation) per image at "
-                                + "x".join(map(str, self.complexity["input_size"] or ["?"])),
-            "top1": last.get("top1"), "top5": last.get("top5"), "train_loss": last.get("train_loss"),
-            "epochs": self.history, "epochs_planned": self.config.optim.epochs,
-            "images_per_s": (sum(e["images_per_s"] for e in self.history) / len(self.history)) if self.history else None,
+            + "x".join(map(str, self.complexity["input_size"] or ["?"])),
+            "top1": last.get("top1"),
+            "top5": last.get("top5"),
+            "train_loss": last.get("train_loss"),
+            "epochs": self.history,
+            "epochs_planned": self.config.optim.epochs,
+            "images_per_s": (sum(e["images_per_s"] for e in self.history) / len(self.history))
+            if self.history
+            else None,
             "peak_memory_mib": peak_memory_mib(self.process.device),
-            "wall_time_s": self.wall_time, "config": self.resolved, "git_commit": records.git_commit(),
+            "wall_time_s": self.wall_time,
+            "config": self.resolved,
+            "git_commit": records.git_commit(),
             "hardware": records.hardware(self.process.device, self.process.world_size),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -219,8 +256,13 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         loss_sum = correct = seen = 0.0
         start = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.optim.epochs}", leave=False,
-                   disable=not (self.progress and self.process.is_main), mininterval=1 if sys.stderr.isatty() else 30)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.config.optim.epochs}",
+            leave=False,
+            disable=not (self.progress and self.process.is_main),
+            mininterval=1 if sys.stderr.isatty() else 30,
+        )
         for images, labels in bar:
             images, labels = self.to_device(images, labels)
             with self.autocast():
@@ -235,12 +277,18 @@ class Trainer:
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             rate = seen * self.process.world_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}",
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}", refresh=False
+            )
         loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], self.process)
         seconds = time.perf_counter() - start
-        return {"train_loss": loss_sum / seen, "train_top1": 100 * correct / seen, "images_per_s": seen / seconds,
-                "train_seconds": seconds, "lr": self.optimizer.param_groups[0]["lr"]}
+        return {
+            "train_loss": loss_sum / seen,
+            "train_top1": 100 * correct / seen,
+            "images_per_s": seen / seconds,
+            "train_seconds": seconds,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -275,8 +323,11 @@ class Trainer:
                 self.history.append(metrics)
                 if self.process.is_main:
                     self.save_checkpoint()
-                    print(f"[{self.run_id}] epoch {epoch + 1}: loss {metrics['train_loss']:.4f}, "
-                          f"top1 {metrics['top1']:.2f}%, {metrics['images_per_s']:.0f} img/s", flush=True)
+                    print(
+                        f"[{self.run_id}] epoch {epoch + 1}: loss {metrics['train_loss']:.4f}, "
+                        f"top1 {metrics['top1']:.2f}%, {metrics['images_per_s']:.0f} img/s",
+                        flush=True,
+                    )
                 self.write_record(records.RUNNING)
         except Exception:
             self.write_record(records.FAILED, error=traceback.format_exc(limit=20))
@@ -309,8 +360,10 @@ def main(argv=None) -> dict:
     args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     record = train(config, args.out, progress=not args.no_progress)
-    print(f"[{record['run_id']}] {record['status']}: {record['model']} top1 {record['top1']:.2f}% "
-          f"top5 {record['top5']:.2f}% -> {records.record_path(args.out, record['run_id'])}")
+    print(
+        f"[{record['run_id']}] {record['status']}: {record['model']} top1 {record['top1']:.2f}% "
+        f"top5 {record['top5']:.2f}% -> {records.record_path(args.out, record['run_id'])}"
+    )
     return record
 
 

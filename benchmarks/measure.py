@@ -1,4 +1,5 @@
 """Timing and peak-memory helpers shared by the benchmark scripts."""
+
 import argparse
 import ctypes
 import platform

@@ -6,14 +6,15 @@ the same run (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G).
     python benchmarks/model_bench.py                       # CPU: batch 8; CUDA: batch 64, bf16 autocast
     python benchmarks/model_bench.py --models rednet50 resnet50 sasa50 --size 160
 """
+
 import json
 
 import torch
 import torch.nn.functional as F
+from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 from involution.complexity import count_flops
 from involution.models import build_model
-from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 BASELINE = "resnet50"
 
@@ -49,9 +50,14 @@ def measure(name, backend, args, device, images, labels) -> dict:
     infer = inference_fn(model.eval(), images, args.autocast_dtype)
     infer_ms = timed_ms(infer, device, args.repeats)
     return {
-        "model": name, "backend": backend if overrides else "-", "flops_g": flops_g,
-        "train_ms": train_ms, "train_img_s": 1e3 * len(images) / train_ms, "train_peak_mib": train_peak,
-        "infer_ms": infer_ms, "infer_img_s": 1e3 * len(images) / infer_ms,
+        "model": name,
+        "backend": backend if overrides else "-",
+        "flops_g": flops_g,
+        "train_ms": train_ms,
+        "train_img_s": 1e3 * len(images) / train_ms,
+        "train_peak_mib": train_peak,
+        "infer_ms": infer_ms,
+        "infer_img_s": 1e3 * len(images) / infer_ms,
     }
 
 
@@ -63,10 +69,15 @@ def format_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratios = ["-"] * 3 if base is None else [
-            f"{r['train_ms'] / base['train_ms']:.2f}", f"{r['train_peak_mib'] / base['train_peak_mib']:.2f}",
-            f"{r['infer_ms'] / base['infer_ms']:.2f}",
-        ]
+        ratios = (
+            ["-"] * 3
+            if base is None
+            else [
+                f"{r['train_ms'] / base['train_ms']:.2f}",
+                f"{r['train_peak_mib'] / base['train_peak_mib']:.2f}",
+                f"{r['infer_ms'] / base['infer_ms']:.2f}",
+            ]
+        )
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['flops_g']:.2f} | {r['train_img_s']:.1f} | {ratios[0]} "
             f"| {r['train_peak_mib']:.0f} | {ratios[1]} | {r['infer_img_s']:.1f} | {ratios[2]} |"

@@ -9,16 +9,18 @@ time is also given as a fraction of the memory-bandwidth floor (minimal bytes / 
     python benchmarks/op_bench.py --quick         # first layer shape only (the demo)
     python benchmarks/op_bench.py --json out.json
 """
+
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 from involution import involution2d
 from involution.ops import involution2d_reference
-from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
 KERNEL_SIZE = 7
 GROUP_CHANNELS = 16
@@ -117,10 +119,13 @@ def benchmark_shape(args, device, dtype, channels, size, stride, bandwidth) -> l
     for name, fn in providers(device, channels, dtype, args.backends).items():
         is_involution = name != "cudnn depthwise"
         row = Row(
-            channels, size, stride, name,
-            forward_ms=timed_ms(lambda: forward_only(fn, x, kernel, stride), device, args.repeats),
-            train_ms=timed_ms(lambda: forward_and_backward(fn, x, kernel, stride), device, args.repeats),
-            train_peak_mib=peak_memory_mib(lambda: forward_and_backward(fn, x, kernel, stride), device),
+            channels,
+            size,
+            stride,
+            name,
+            forward_ms=timed_ms(partial(forward_only, fn, x, kernel, stride), device, args.repeats),
+            train_ms=timed_ms(partial(forward_and_backward, fn, x, kernel, stride), device, args.repeats),
+            train_peak_mib=peak_memory_mib(partial(forward_and_backward, fn, x, kernel, stride), device),
             max_error=max_error(fn, x, kernel, stride) if is_involution and name != "reference" else None,
         )
         if bandwidth:
@@ -170,7 +175,7 @@ def main():
     for channels, size in REDNET50_LAYERS[:1] if args.quick else REDNET50_LAYERS:
         for stride in (1, 2):
             rows += benchmark_shape(args, device, dtype, channels, size, stride, bandwidth)
-            print(format_table(rows[-len(args.backends) - (2 if device.type == "cuda" else 0):]), flush=True)
+            print(format_table(rows[-len(args.backends) - (2 if device.type == "cuda" else 0) :]), flush=True)
     print("\n" + format_table(rows))
     if args.json:
         with open(args.json, "w") as out:

@@ -1,4 +1,5 @@
 """Involution (Li et al., CVPR 2021): an exact, fast operator, the Involution2d layer and RedNet models."""
+
 from .complexity import count_flops, count_params
 from .models import build_model, list_models
 from .module import Involution2d

@@ -5,6 +5,7 @@ The official classification checkpoints hold ``{"meta": ..., "state_dict": ...}`
 ``rpn_head.*``, ``roi_head.*`` or ``decode_head.*``. This repository's models use the same names below
 ``backbone.``, so importing is renaming plus checking, and nothing is loaded silently partially.
 """
+
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -37,8 +38,10 @@ class LoadReport:
         for name, checkpoint_shape, model_shape in self.mismatched:
             lines.append(f"shape mismatch {name}: checkpoint {checkpoint_shape} vs model {model_shape}")
         if any(name.startswith("stem.1.conv2.") for name, *_ in self.mismatched):
-            lines.append("hint: detection/segmentation checkpoints have a K=7 stem involution: "
-                         "build the model with stem_kernel_size=7")
+            lines.append(
+                "hint: detection/segmentation checkpoints have a K=7 stem involution: "
+                "build the model with stem_kernel_size=7"
+            )
         if any(name.startswith("head.fc.") for name in self.missing):
             lines.append("hint: a backbone-only checkpoint: build the model with num_classes=0")
         return "\n".join(lines)

@@ -9,6 +9,7 @@ as Involution2d and LocalSelfAttention do. Works on any model, not only the regi
 ``python -m involution.complexity`` prints the table for every registered model against the
 published numbers.
 """
+
 import argparse
 from typing import Any, List, Sequence
 
@@ -117,7 +118,12 @@ def complexity_table(names: Sequence[str], input_size: Sequence[int] = (3, 224, 
         model = build_model(name)
         params_m = count_params(model) / 1e6
         flops_g = count_flops(model, input_size) / 1e9
-        row = {"model": name, "params_m": params_m, "flops_g": flops_g, "fvcore_g": fvcore_flops(model, input_size) / 1e9}
+        row = {
+            "model": name,
+            "params_m": params_m,
+            "flops_g": flops_g,
+            "fvcore_g": fvcore_flops(model, input_size) / 1e9,
+        }
         published = published_complexity(name)
         if published:
             row.update(

@@ -1,4 +1,5 @@
 """The Involution2d layer: a kernel generated at each pixel, then shared across a group of channels."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,13 +99,9 @@ class Involution2d(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"Involution2d: kernel_size must be odd and positive, got {kernel_size}")
         if group_channels < 1 or channels % group_channels:
-            raise ValueError(
-                f"Involution2d: channels={channels} is not divisible by group_channels={group_channels}"
-            )
+            raise ValueError(f"Involution2d: channels={channels} is not divisible by group_channels={group_channels}")
         if reduction_ratio < 1 or channels // reduction_ratio < 1:
-            raise ValueError(
-                f"Involution2d: reduction_ratio={reduction_ratio} leaves no channels out of {channels}"
-            )
+            raise ValueError(f"Involution2d: reduction_ratio={reduction_ratio} leaves no channels out of {channels}")
         if kernel_generation not in KERNEL_GENERATIONS:
             raise ValueError(
                 f"Involution2d: unknown kernel_generation {kernel_generation!r}, expected one of {KERNEL_GENERATIONS}"

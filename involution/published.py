@@ -1,4 +1,5 @@
 """The published numbers (results/paper/*.csv in a clone of the repository)."""
+
 import csv
 from pathlib import Path
 from typing import Optional

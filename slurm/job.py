@@ -6,6 +6,7 @@ its last epoch checkpoint (ablations.train resumes by itself), so the final metr
 uninterrupted run. With several tasks (GPUs or nodes) it sets up torch.distributed from submitit's
 JobEnvironment first.
 """
+
 import submitit
 
 from ablations.config import RunConfig

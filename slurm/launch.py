@@ -12,6 +12,7 @@
 - Waits by default (``--no-wait`` returns after submission), then prints a summary and exits non-zero if
   any run failed. ``python -m slurm.status DIR`` shows the state of every run at any time.
 """
+
 import argparse
 import json
 import re
@@ -64,15 +65,23 @@ def make_executor(args, log_dir: Path) -> tuple[submitit.AutoExecutor, dict]:
     requeues = {"slurm_max_num_timeout": args.max_requeues} if args.executor == "slurm" else {}
     executor = submitit.AutoExecutor(folder=log_dir / "%j", cluster=args.executor, **requeues)
     parameters = {
-        "name": args.name, "timeout_min": args.time, "nodes": args.nodes,
+        "name": args.name,
+        "timeout_min": args.time,
+        "nodes": args.nodes,
         "tasks_per_node": args.tasks_per_node or max(1, args.gpus_per_node),
-        "cpus_per_task": args.cpus_per_task, "gpus_per_node": args.gpus_per_node or None, "mem_gb": args.mem_gb,
+        "cpus_per_task": args.cpus_per_task,
+        "gpus_per_node": args.gpus_per_node or None,
+        "mem_gb": args.mem_gb,
     }
     if args.executor == "slurm":
-        extra = {key: value for key, value in (("account", args.account), ("qos", args.qos),
-                                               ("constraint", args.constraint)) if value}
+        extra = {
+            key: value
+            for key, value in (("account", args.account), ("qos", args.qos), ("constraint", args.constraint))
+            if value
+        }
         parameters.update(
-            slurm_partition=args.partition, slurm_array_parallelism=args.array_parallelism,
+            slurm_partition=args.partition,
+            slurm_array_parallelism=args.array_parallelism,
             slurm_additional_parameters=extra,
         )
     executor.update_parameters(**parameters)
@@ -89,10 +98,17 @@ def select(cells: list[Cell], out_dir: Path, runs: Optional[list[str]]) -> list[
 
 
 def write_pending(cell: Cell, out_dir: Path) -> None:
-    records.write_record(out_dir, {
-        "run_id": cell.run_id, "status": records.PENDING, "model": cell.config.model.name,
-        "grid_values": cell.values, "config": to_dict(cell.config), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    records.write_record(
+        out_dir,
+        {
+            "run_id": cell.run_id,
+            "status": records.PENDING,
+            "model": cell.config.model.name,
+            "grid_values": cell.values,
+            "config": to_dict(cell.config),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 def submit(executor, cells: list[Cell], out_dir: Path, parallel: int, wait: bool) -> list:
@@ -118,9 +134,15 @@ def _submit_throttled(executor, callables, parallel: int) -> list:
 def write_manifest(out_dir: Path, grid, args, parameters: dict, cells: list[Cell], jobs: list) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     manifest = {
-        "grid": str(Path(grid.path).resolve()), "grid_name": grid.name, "overrides": args.overrides,
-        "executor": args.executor, "submitted": stamp, "parameters": parameters,
-        "runs": [{"run_id": cell.run_id, "job_id": job.job_id, "values": cell.values} for cell, job in zip(cells, jobs)],
+        "grid": str(Path(grid.path).resolve()),
+        "grid_name": grid.name,
+        "overrides": args.overrides,
+        "executor": args.executor,
+        "submitted": stamp,
+        "parameters": parameters,
+        "runs": [
+            {"run_id": cell.run_id, "job_id": job.job_id, "values": cell.values} for cell, job in zip(cells, jobs)
+        ],
     }
     path = out_dir / "submissions" / f"{stamp}-{grid.name}-{jobs[0].job_id.replace('/', '_')}.json"
     records.atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
@@ -151,9 +173,16 @@ def settle(jobs: list, cells: list[Cell], out_dir: Path) -> None:
         if not job.done() or record.get("status") in (records.FINISHED, records.FAILED):
             continue
         error = _job_error(job)
-        records.write_record(out_dir, {**record, "status": records.FAILED, "job_id": job.job_id,
-                                       "error": f"job {job.job_id} ended ({job.state}) without finishing the run"
-                                                + (f": {error}" if error else "")})
+        records.write_record(
+            out_dir,
+            {
+                **record,
+                "status": records.FAILED,
+                "job_id": job.job_id,
+                "error": f"job {job.job_id} ended ({job.state}) without finishing the run"
+                + (f": {error}" if error else ""),
+            },
+        )
 
 
 def _job_error(job) -> Optional[str]:
@@ -188,8 +217,10 @@ def main(argv=None) -> int:
     args.name = grid.name
     cells = expand(grid, args.overrides)
     todo = select(cells, out_dir, args.runs)
-    print(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} skipped (finished or running), "
-          f"{len(todo)} to submit with the {args.executor} executor; results in {out_dir}")
+    print(
+        f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} skipped (finished or running), "
+        f"{len(todo)} to submit with the {args.executor} executor; results in {out_dir}"
+    )
     if args.dry_run or not todo:
         for cell in todo:
             print(f"  {cell.run_id}  {cell.values}")

@@ -6,6 +6,7 @@ Shows pending / running / finished / failed per run with its progress and metric
 error and the tail of the job's log. Resubmit failed cells alone with
 ``python -m slurm.launch GRID.yaml --out DIR --runs RUN_ID ...`` (or the whole grid: finished cells are skipped).
 """
+
 import argparse
 import json
 from pathlib import Path
@@ -47,8 +48,10 @@ def report(out_dir: Path, log_lines: int = 20) -> str:
         planned = record.get("epochs_planned") or record.get("config", {}).get("optim", {}).get("epochs", "?")
         top1 = f"{record['top1']:.2f}%" if isinstance(record.get("top1"), float) else "-"
         job = jobs.get(record["run_id"], "-")
-        rows.append(f"{record['run_id']}  {state:<9} {record.get('model', '?'):<10} epochs {done}/{planned}  "
-                    f"top1 {top1:>7}  job {job}  {record.get('grid_values', '')}")
+        rows.append(
+            f"{record['run_id']}  {state:<9} {record.get('model', '?'):<10} epochs {done}/{planned}  "
+            f"top1 {top1:>7}  job {job}  {record.get('grid_values', '')}"
+        )
         if state == records.FAILED:
             if record.get("error"):
                 rows.append("    error: " + record["error"].strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """Test-wide set-up: Triton's interpreter on machines without a GPU, and seeded randomness."""
+
 import os
 
 import torch
@@ -7,7 +8,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

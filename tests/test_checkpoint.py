@@ -1,4 +1,5 @@
 """Official checkpoint import, on state dicts written from the documented official naming scheme."""
+
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,15 @@ def official_state_dict(stem_kernel=3, num_classes=1000, downstream=False):
             sd[f"{name}.bias"] = torch.randn(out_c) * 0.1
 
     def bn(name, c):
-        sd.update({f"{name}.weight": torch.rand(c) * 0.5 + 0.5, f"{name}.bias": torch.randn(c) * 0.1,
-                   f"{name}.running_mean": torch.randn(c) * 0.1, f"{name}.running_var": torch.rand(c) + 0.5,
-                   f"{name}.num_batches_tracked": torch.tensor(1000)})
+        sd.update(
+            {
+                f"{name}.weight": torch.rand(c) * 0.5 + 0.5,
+                f"{name}.bias": torch.randn(c) * 0.1,
+                f"{name}.running_mean": torch.randn(c) * 0.1,
+                f"{name}.running_var": torch.rand(c) + 0.5,
+                f"{name}.num_batches_tracked": torch.tensor(1000),
+            }
+        )
 
     def involution(name, c, k):
         conv(f"{name}.conv1.conv", c // 4, c)
@@ -65,8 +72,16 @@ def official_forward(sd, x, stem_kernel=3):
     sd = {k.removeprefix("backbone."): v for k, v in sd.items()}
 
     def bn(t, name):
-        return F.batch_norm(t, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"],
-                            sd[f"{name}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            t,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     def involution(t, name, k, stride):
         w = F.avg_pool2d(t, stride, stride) if stride > 1 else t
@@ -154,8 +169,11 @@ def test_unexpected_and_missing_keys_are_named():
     sd = official_state_dict()["state_dict"]
     sd["backbone.layer9.0.conv1.weight"] = torch.zeros(1)
     del sd["backbone.layer3.2.bn2.running_var"]
-    with pytest.raises(ValueError, match=r"(?s)1 missing from the checkpoint: layer3.2.bn2.running_var.*"
-                                         r"1 not in the model: layer9.0.conv1.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)1 missing from the checkpoint: layer3.2.bn2.running_var.*"
+        r"1 not in the model: layer9.0.conv1.weight",
+    ):
         load_official(build_model("rednet26"), sd)
 
 

@@ -1,4 +1,5 @@
 """Params and FLOPs under the paper's convention, against the published tables and hand counts."""
+
 import pytest
 import torch
 from torch import nn
@@ -32,9 +33,14 @@ def test_resnet_params_and_flops(depth):
 
 def test_count_flops_by_hand_on_a_user_model():
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         Involution2d(8, kernel_size=3, group_channels=4, reduction_ratio=2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
     )
     conv = 8 * 8 * 8 * (3 * 9 + 1)  # 8x8 output, 8 channels, 27 MACs + bias each
     bn_relu = 2 * 8 * 64 + 8 * 64

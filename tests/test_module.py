@@ -108,10 +108,13 @@ def test_torch_compile_fullgraph_of_the_module():
     torch.testing.assert_close(actual_grad, expected_grad, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kernel_generation,parts", [
-    ("linear", {"conv2.conv.weight", "conv2.conv.bias"}),
-    ("dot_product", {"query.weight", "key.weight"}),
-])
+@pytest.mark.parametrize(
+    "kernel_generation,parts",
+    [
+        ("linear", {"conv2.conv.weight", "conv2.conv.bias"}),
+        ("dot_product", {"query.weight", "key.weight"}),
+    ],
+)
 def test_kernel_generation_variants_parts(kernel_generation, parts):
     module = Involution2d(32, kernel_size=5, stride=2, group_channels=8, kernel_generation=kernel_generation)
     assert set(module.state_dict()) == parts

@@ -6,6 +6,7 @@ column offset). The logits come from ``local_correlation`` and the weighted sum 
 (the attention weights are an involution kernel with one group per head), so no K*K-expanded copies
 of keys or values are made. With stride > 1 the output is average-pooled, as in the SASA paper.
 """
+
 import torch
 from torch import nn
 
@@ -15,7 +16,12 @@ from ..ops import BACKENDS, involution2d, local_correlation
 
 class LocalSelfAttention(nn.Module):
     def __init__(
-        self, channels: int, kernel_size: int = 7, stride: int = 1, heads: int = 8, dilation: int = 1,
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        stride: int = 1,
+        heads: int = 8,
+        dilation: int = 1,
         backend: str = "auto",
     ):
         super().__init__()

@@ -1,4 +1,5 @@
 """Model registry: each variant is a small function registered by name; build_model(name, **overrides)."""
+
 import fnmatch
 import re
 from typing import Callable

@@ -5,6 +5,7 @@ self-attention) and the stem differ between ResNet, RedNet and the self-attentio
 names follow OpenMMLab's ResNet (stem, layer1..4, conv1/bn1..conv3/bn3, downsample, head.fc), which the
 official RedNet checkpoints use.
 """
+
 from typing import Callable, Optional, Sequence
 
 import torch

@@ -1,5 +1,6 @@
 """The registered models: RedNet (involution), ResNet (convolution) and SASA (local self-attention),
 at the paper's depths, in the same skeleton."""
+
 from functools import partial
 
 from ..module import Involution2d
@@ -24,8 +25,13 @@ def rednet(
     """RedNet: every bottleneck's 3x3 convolution replaced by a KxK involution. ``stem_kernel_size`` 3 is
     the official classification stem, 7 the official detection/segmentation one."""
     mixer = partial(
-        Involution2d, kernel_size=kernel_size, group_channels=group_channels, reduction_ratio=reduction_ratio,
-        dilation=dilation, kernel_generation=kernel_generation, backend=backend,
+        Involution2d,
+        kernel_size=kernel_size,
+        group_channels=group_channels,
+        reduction_ratio=reduction_ratio,
+        dilation=dilation,
+        kernel_generation=kernel_generation,
+        backend=backend,
     )
     return BottleneckNet(DEPTHS[depth], mixer, stem=stem, backend=backend, **kwargs)
 
@@ -35,8 +41,15 @@ def resnet(depth: int, stem: str = "conv", **kwargs) -> BottleneckNet:
     return BottleneckNet(DEPTHS[depth], conv3x3_mixer, stem=stem, **kwargs)
 
 
-def sasa(depth: int, kernel_size: int = 7, heads: int = 8, dilation: int = 1, stem: str = "conv",
-         backend: str = "auto", **kwargs) -> BottleneckNet:
+def sasa(
+    depth: int,
+    kernel_size: int = 7,
+    heads: int = 8,
+    dilation: int = 1,
+    stem: str = "conv",
+    backend: str = "auto",
+    **kwargs,
+) -> BottleneckNet:
     """The self-attention baseline: every bottleneck's 3x3 convolution replaced by KxK local multi-head
     self-attention with relative positions (stand-alone self-attention with a convolution stem)."""
     mixer = partial(LocalSelfAttention, kernel_size=kernel_size, heads=heads, dilation=dilation, backend=backend)

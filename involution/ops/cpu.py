@@ -12,6 +12,7 @@ With stride s the padded input is also split into s x s phases, padded[i*s + a, 
 phases[a, b, i, j], so that every window is a unit-stride slice of one phase.
 Written for the CPU; as it is plain torch, it also runs on any other device.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +42,9 @@ def _phases(tensor: torch.Tensor, groups: int, padding: int, stride: int, batch_
     height, width = tensor.shape[-2:]
     extra_h = -(height + 2 * padding) % stride
     extra_w = -(width + 2 * padding) % stride
-    padded = F.pad(tensor.to(_accumulation_dtype(tensor.dtype)), [padding, padding + extra_w, padding, padding + extra_h])
+    padded = F.pad(
+        tensor.to(_accumulation_dtype(tensor.dtype)), [padding, padding + extra_w, padding, padding + extra_h]
+    )
     phases = padded.unflatten(1, (groups, -1)).unflatten(-1, (-1, stride)).unflatten(-3, (-1, stride))
     return _arranged(phases.permute(0, 1, 2, 4, 6, 3, 5), batch_inner)  # from (B, G, C/G, H/s, a, W/s, b)
 

@@ -9,6 +9,7 @@ ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) tr
 them and fvcore sees one op to count. The "reference" backend and ONNX export use the unfold
 decomposition directly.
 """
+
 import os
 from types import ModuleType
 from typing import Optional
@@ -181,7 +182,9 @@ def _implementation(backend: str) -> ModuleType:
 
 
 @torch.library.custom_op("involution::aggregate", mutates_args=())
-def aggregate(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int, backend: str) -> torch.Tensor:
+def aggregate(
+    input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int, backend: str
+) -> torch.Tensor:
     return _implementation(backend).forward(input, kernel, stride, padding, dilation)
 
 
@@ -192,7 +195,13 @@ def _(input, kernel, stride, padding, dilation, backend):
 
 @torch.library.custom_op("involution::aggregate_grad_input", mutates_args=())
 def aggregate_grad_input(
-    grad_out: torch.Tensor, kernel: torch.Tensor, input: torch.Tensor, stride: int, padding: int, dilation: int, backend: str
+    grad_out: torch.Tensor,
+    kernel: torch.Tensor,
+    input: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+    backend: str,
 ) -> torch.Tensor:
     return _implementation(backend).grad_input(grad_out, kernel, tuple(input.shape[-2:]), stride, padding, dilation)
 
@@ -204,9 +213,17 @@ def _(grad_out, kernel, input, stride, padding, dilation, backend):
 
 @torch.library.custom_op("involution::aggregate_grad_kernel", mutates_args=())
 def aggregate_grad_kernel(
-    grad_out: torch.Tensor, input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int, backend: str
+    grad_out: torch.Tensor,
+    input: torch.Tensor,
+    kernel: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+    backend: str,
 ) -> torch.Tensor:
-    return _implementation(backend).grad_kernel(grad_out, input, kernel.shape[2], kernel.shape[1], stride, padding, dilation)
+    return _implementation(backend).grad_kernel(
+        grad_out, input, kernel.shape[2], kernel.shape[1], stride, padding, dilation
+    )
 
 
 @aggregate_grad_kernel.register_fake
@@ -235,7 +252,13 @@ aggregate.register_autograd(_backward, setup_context=_setup_context)
 
 @torch.library.custom_op("involution::correlate", mutates_args=())
 def correlate(
-    query: torch.Tensor, key: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int, dilation: int,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
+    dilation: int,
     backend: str,
 ) -> torch.Tensor:
     # The correlation is the aggregation's gradient w.r.t. its kernel, with the query as grad_out.

@@ -3,6 +3,7 @@
 It materialises a K*K-expanded copy of the input, so it is slow and memory hungry, but it is plain
 differentiable torch (double backward, ONNX export, any device and dtype).
 """
+
 import torch
 import torch.nn.functional as F
 

@@ -15,6 +15,7 @@ are read without copies. Per-batch/channel/group base offsets are 64-bit (pointe
 inside one (batch, channel) plane are int32, which the launchers check. Accumulation is fp32 (fp64 for
 fp64 tensors); tl.dot is not used (the contraction is over K*K only, too small for tensor cores).
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -33,8 +34,21 @@ _TILE_ELEMENTS = 4096
 
 @triton.jit
 def _output_tile(
-    pid, num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
-    K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr, BLOCK_P: tl.constexpr,
+    pid,
+    num_blocks,
+    groups,
+    out_width,
+    num_out_pixels,
+    height,
+    width,
+    padding,
+    sxh,
+    sxw,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     """A program's (batch, group, block of output pixels) and its [KK_PAD, BLOCK_P] tile of taps x pixels:
     the input offsets each tap reads (x_offsets, valid where in_mask; the rest is the zero padding)."""
@@ -57,17 +71,54 @@ def _output_tile(
 
 @triton.jit
 def _forward_kernel(
-    x_ptr, w_ptr, out_ptr,
-    channels_per_group, groups, height, width, out_width, num_out_pixels, padding, num_blocks,
-    sxb, sxc, sxh, sxw,
-    swb, swg, swu, swv, swh, sww,
-    sob, soc, soh, sow,
-    K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    channels_per_group,
+    groups,
+    height,
+    width,
+    out_width,
+    num_out_pixels,
+    padding,
+    num_blocks,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    swb,
+    swg,
+    swu,
+    swv,
+    swh,
+    sww,
+    sob,
+    soc,
+    soh,
+    sow,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
-        tl.program_id(0), num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
-        K, KK_PAD, STRIDE, DILATION, BLOCK_P,
+        tl.program_id(0),
+        num_blocks,
+        groups,
+        out_width,
+        num_out_pixels,
+        height,
+        width,
+        padding,
+        sxh,
+        sxw,
+        K,
+        KK_PAD,
+        STRIDE,
+        DILATION,
+        BLOCK_P,
     )
 
     w_group = w_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
@@ -88,17 +139,54 @@ def _forward_kernel(
 
 @triton.jit
 def _grad_kernel_kernel(
-    go_ptr, x_ptr, gw_ptr,
-    channels_per_group, groups, height, width, out_width, num_out_pixels, padding, num_blocks,
-    sgb, sgc, sgh, sgw,
-    sxb, sxc, sxh, sxw,
-    swb, swg, swu, swv, swh, sww,
-    K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+    go_ptr,
+    x_ptr,
+    gw_ptr,
+    channels_per_group,
+    groups,
+    height,
+    width,
+    out_width,
+    num_out_pixels,
+    padding,
+    num_blocks,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    swb,
+    swg,
+    swu,
+    swv,
+    swh,
+    sww,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
-        tl.program_id(0), num_blocks, groups, out_width, num_out_pixels, height, width, padding, sxh, sxw,
-        K, KK_PAD, STRIDE, DILATION, BLOCK_P,
+        tl.program_id(0),
+        num_blocks,
+        groups,
+        out_width,
+        num_out_pixels,
+        height,
+        width,
+        padding,
+        sxh,
+        sxw,
+        K,
+        KK_PAD,
+        STRIDE,
+        DILATION,
+        BLOCK_P,
     )
 
     first_channel = g.to(tl.int64) * channels_per_group
@@ -120,13 +208,37 @@ def _grad_kernel_kernel(
 
 @triton.jit
 def _grad_input_kernel(
-    go_ptr, w_ptr, gi_ptr,
-    channels_per_group, groups, width, out_height, out_width, num_in_pixels, padding, num_blocks,
-    sgb, sgc, sgh, sgw,
-    swb, swg, swu, swv, swh, sww,
-    sib, sic, sih, siw,
-    K: tl.constexpr, KK_PAD: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+    go_ptr,
+    w_ptr,
+    gi_ptr,
+    channels_per_group,
+    groups,
+    width,
+    out_height,
+    out_width,
+    num_in_pixels,
+    padding,
+    num_blocks,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    swb,
+    swg,
+    swu,
+    swv,
+    swh,
+    sww,
+    sib,
+    sic,
+    sih,
+    siw,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     block = pid % num_blocks
@@ -149,8 +261,13 @@ def _grad_input_kernel(
     i = row // STRIDE
     j = col // STRIDE
     read_mask = (
-        tile_mask & (row >= 0) & (col >= 0) & (row % STRIDE == 0) & (col % STRIDE == 0)
-        & (i < out_height) & (j < out_width)
+        tile_mask
+        & (row >= 0)
+        & (col >= 0)
+        & (row % STRIDE == 0)
+        & (col % STRIDE == 0)
+        & (i < out_height)
+        & (j < out_width)
     )
 
     w_group = w_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
@@ -210,10 +327,26 @@ def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int
     _check_plane_offsets(out, "output", 2)
     kk_pad, block_p, num_blocks, grid = _launch_config(out_h * out_w, k, batch, groups)
     _forward_kernel[grid](
-        input, kernel, out,
-        channels // groups, groups, height, width, out_w, out_h * out_w, padding, num_blocks,
-        *input.stride(), *kernel.stride(), *out.stride(),
-        K=k, KK_PAD=kk_pad, STRIDE=stride, DILATION=dilation, BLOCK_P=block_p, ACC=acc,
+        input,
+        kernel,
+        out,
+        channels // groups,
+        groups,
+        height,
+        width,
+        out_w,
+        out_h * out_w,
+        padding,
+        num_blocks,
+        *input.stride(),
+        *kernel.stride(),
+        *out.stride(),
+        K=k,
+        KK_PAD=kk_pad,
+        STRIDE=stride,
+        DILATION=dilation,
+        BLOCK_P=block_p,
+        ACC=acc,
         num_warps=_NUM_WARPS,
     )
     return out
@@ -235,17 +368,38 @@ def grad_input(
     _check_plane_offsets(grad, "grad_input", 2)
     kk_pad, block_p, num_blocks, grid = _launch_config(height * width, k, batch, groups)
     _grad_input_kernel[grid](
-        grad_out, kernel, grad,
-        channels // groups, groups, width, out_h, out_w, height * width, padding, num_blocks,
-        *grad_out.stride(), *kernel.stride(), *grad.stride(),
-        K=k, KK_PAD=kk_pad, STRIDE=stride, DILATION=dilation, BLOCK_P=block_p, ACC=acc,
+        grad_out,
+        kernel,
+        grad,
+        channels // groups,
+        groups,
+        width,
+        out_h,
+        out_w,
+        height * width,
+        padding,
+        num_blocks,
+        *grad_out.stride(),
+        *kernel.stride(),
+        *grad.stride(),
+        K=k,
+        KK_PAD=kk_pad,
+        STRIDE=stride,
+        DILATION=dilation,
+        BLOCK_P=block_p,
+        ACC=acc,
         num_warps=_NUM_WARPS,
     )
     return grad
 
 
 def grad_kernel(
-    grad_out: torch.Tensor, input: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int,
+    grad_out: torch.Tensor,
+    input: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
     dilation: int,
 ) -> torch.Tensor:
     """Gradient w.r.t. the kernel, (B, G, K, K, Ho, Wo), reduced over each group's channels in one program."""
@@ -261,10 +415,26 @@ def grad_kernel(
     _check_plane_offsets(grad, "grad_kernel", 2)
     kk_pad, block_p, num_blocks, grid = _launch_config(out_h * out_w, k, batch, groups)
     _grad_kernel_kernel[grid](
-        grad_out, input, grad,
-        channels // groups, groups, height, width, out_w, out_h * out_w, padding, num_blocks,
-        *grad_out.stride(), *input.stride(), *grad.stride(),
-        K=k, KK_PAD=kk_pad, STRIDE=stride, DILATION=dilation, BLOCK_P=block_p, ACC=acc,
+        grad_out,
+        input,
+        grad,
+        channels // groups,
+        groups,
+        height,
+        width,
+        out_w,
+        out_h * out_w,
+        padding,
+        num_blocks,
+        *grad_out.stride(),
+        *input.stride(),
+        *grad.stride(),
+        K=k,
+        KK_PAD=kk_pad,
+        STRIDE=stride,
+        DILATION=dilation,
+        BLOCK_P=block_p,
+        ACC=acc,
         num_warps=_NUM_WARPS,
     )
     return grad

@@ -1,4 +1,5 @@
 """A broken config fails before training, with a message naming the key or path."""
+
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "ablations" / "configs"
         (["model.options.kernal_size=3"], r"model: rednet26 .*unexpected keyword argument 'kernal_size'"),
         (["model.name=rednet27"], r"unknown model 'rednet27'"),
         (["model.options.num_classes=5"], r"model.options.num_classes: set by the dataset"),
-        (["data.dataset=fashion_mnist", "data.root=/nonexistent"],
-         r"data.root: /nonexistent lacks train-images-idx3-ubyte.gz"),
+        (
+            ["data.dataset=fashion_mnist", "data.root=/nonexistent"],
+            r"data.root: /nonexistent lacks train-images-idx3-ubyte.gz",
+        ),
         (["data.dataset=imagenet"], r"data.root: not set; pass data.root=/path/to/imagenet"),
         (["data.dataset=cifar"], r"data.dataset: unknown dataset 'cifar'"),
         (["optim.warmup_epochs=9"], r"optim.warmup_epochs: 9.0 exceeds optim.epochs=2"),
@@ -49,7 +52,8 @@ def test_cli_fails_before_writing_anything(tmp_path):
 
 
 def test_overrides_and_yaml_values():
-    config = load_config(CONFIGS / "synthetic.yaml", ["optim.weight_decay=1e-4", "model.options.width=16",
-                                                      "data.train_subset=100"])
+    config = load_config(
+        CONFIGS / "synthetic.yaml", ["optim.weight_decay=1e-4", "model.options.width=16", "data.train_subset=100"]
+    )
     assert config.optim.weight_decay == 1e-4 and config.model.options["width"] == 16
     assert config.data.train_subset == 100

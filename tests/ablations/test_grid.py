@@ -1,4 +1,5 @@
 """Grid files expand into validated cells with stable run ids; finished cells are skipped."""
+
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def test_bad_grids_name_the_problem(tmp_path):
     path.write_text(f"base: {GRIDS / 'smoke.yaml'}\naxis: {{}}\n")
     with pytest.raises(ConfigError, match="unknown grid key 'axis'"):
         grid.load_grid(path)
-    path.write_text(f"base: {GRIDS.parent / 'configs' / 'synthetic.yaml'}\naxes: {{model.options.kernel_size: [3, 4]}}\n")
+    path.write_text(
+        f"base: {GRIDS.parent / 'configs' / 'synthetic.yaml'}\naxes: {{model.options.kernel_size: [3, 4]}}\n"
+    )
     with pytest.raises(ConfigError, match=r"cell \{'model.options.kernel_size': 4\}: model: .*kernel_size must be odd"):
         grid.expand(grid.load_grid(path))
 

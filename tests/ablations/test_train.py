@@ -1,4 +1,5 @@
 """One training run end to end: the record, resuming after a kill, several processes, the Fashion-MNIST target."""
+
 import json
 import os
 import signal
@@ -15,8 +16,22 @@ from ablations.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = REPO / "ablations" / "configs" / "synthetic.yaml"
 RECORD_KEYS = {
-    "run_id", "status", "model", "params", "flops", "top1", "top5", "epochs", "config", "git_commit",
-    "flops_convention", "train_loss", "images_per_s", "peak_memory_mib", "wall_time_s", "hardware",
+    "run_id",
+    "status",
+    "model",
+    "params",
+    "flops",
+    "top1",
+    "top5",
+    "epochs",
+    "config",
+    "git_commit",
+    "flops_convention",
+    "train_loss",
+    "images_per_s",
+    "peak_memory_mib",
+    "wall_time_s",
+    "hardware",
 }
 
 
@@ -85,11 +100,24 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_with_torchrun(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
-               "-m", "ablations.train", str(SYNTHETIC), "--out", str(tmp_path), "--no-progress",
-               "optim.batch_size=16", "train.threads=1"]
-    result = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                            text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29731",
+        "-m",
+        "ablations.train",
+        str(SYNTHETIC),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "optim.batch_size=16",
+        "train.threads=1",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert record["status"] == "finished" and record["hardware"]["processes"] == 2

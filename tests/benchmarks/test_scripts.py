@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end at tiny sizes (their numbers are measurements, not tested)."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(script, *args):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, text=True,
-                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -24,7 +31,18 @@ def test_op_benchmark_checks_and_times_every_backend(tmp_path):
 
 
 def test_model_benchmark_compares_with_resnet(tmp_path):
-    run("model_bench.py", "--size", "32", "--batch", "2", "--repeats", "1", "--backends", "cpu",
-        "--json", str(tmp_path / "model.json"))
+    run(
+        "model_bench.py",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--backends",
+        "cpu",
+        "--json",
+        str(tmp_path / "model.json"),
+    )
     rows = json.loads((tmp_path / "model.json").read_text())["rows"]
     assert [(r["model"], r["backend"]) for r in rows] == [("rednet50", "cpu"), ("resnet50", "-")]

@@ -1,4 +1,5 @@
 """Local self-attention and dot-product involution against a direct unfold implementation."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,8 +48,9 @@ def test_local_self_attention_matches_direct_computation(stride, size):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_dot_product_involution_is_local_attention_on_the_input(stride):
     torch.manual_seed(0)
-    layer = Involution2d(16, kernel_size=3, stride=stride, group_channels=4, reduction_ratio=2,
-                         kernel_generation="dot_product").eval()
+    layer = Involution2d(
+        16, kernel_size=3, stride=stride, group_channels=4, reduction_ratio=2, kernel_generation="dot_product"
+    ).eval()
     x = torch.randn(2, 16, 7, 9)
     q = layer.query(F.avg_pool2d(x, stride, ceil_mode=True) if stride > 1 else x).flatten(2) * 2**-0.5
     key_w, inside = windows(layer.key(x), 3, stride, 1)

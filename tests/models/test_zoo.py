@@ -1,4 +1,5 @@
 """Every registered model: builds, runs forward/backward, honours every knob, features for detection."""
+
 import pytest
 import torch
 
@@ -29,7 +30,12 @@ def involutions(model):
 
 def test_rednet_knobs_reach_every_bottleneck_involution():
     model = build_model(
-        "rednet26", kernel_size=5, group_channels=8, reduction_ratio=2, dilation=2, kernel_generation="linear",
+        "rednet26",
+        kernel_size=5,
+        group_channels=8,
+        reduction_ratio=2,
+        dilation=2,
+        kernel_generation="linear",
         backend="reference",
     )
     blocks = [m.conv2 for m in model.modules() if m.__class__.__name__ == "Bottleneck"]

@@ -1,4 +1,5 @@
 """local_correlation (query-key dot products over K x K windows) against its unfold reference."""
+
 import os
 
 import pytest
@@ -29,16 +30,25 @@ def results(fn, query, key):
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=25, deadline=None)
 @given(
-    groups=st.integers(1, 3), group_channels=st.integers(1, 3), h=st.integers(5, 11), w=st.integers(5, 11),
-    k=st.sampled_from([1, 3, 5]), stride=st.integers(1, 2), dilation=st.integers(1, 2), b=st.integers(1, 2),
+    groups=st.integers(1, 3),
+    group_channels=st.integers(1, 3),
+    h=st.integers(5, 11),
+    w=st.integers(5, 11),
+    k=st.sampled_from([1, 3, 5]),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    b=st.integers(1, 2),
 )
 def test_matches_reference_with_gradients(backend, groups, group_channels, h, w, k, stride, dilation, b):
     query, key, padding = random_problem(b, groups * group_channels, groups, h, w, k, stride, dilation)
-    expected = results(lambda q, kk: local_correlation_reference(q, kk, k, groups, stride, padding, dilation), query, key)
-    actual = results(lambda q, kk: local_correlation(q, kk, k, groups, stride, dilation=dilation, backend=backend),
-                     query, key)
+    expected = results(
+        lambda q, kk: local_correlation_reference(q, kk, k, groups, stride, padding, dilation), query, key
+    )
+    actual = results(
+        lambda q, kk: local_correlation(q, kk, k, groups, stride, dilation=dilation, backend=backend), query, key
+    )
     for name, a, e in zip(("output", "grad query", "grad key"), actual, expected):
-        torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_gradcheck_cpu():
@@ -54,7 +64,10 @@ def test_opcheck():
 @pytest.mark.parametrize(
     "args,message",
     [
-        ((torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5), 3, 3), r"channels C=4 are not divisible by the kernel's groups G=3"),
+        (
+            (torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5), 3, 3),
+            r"channels C=4 are not divisible by the kernel's groups G=3",
+        ),
         ((torch.randn(1, 4, 4, 4), torch.randn(1, 4, 5, 5), 3, 2), r"query is 4x4 but the output is 5x5"),
         ((torch.randn(1, 4, 5, 5), torch.randn(1, 2, 5, 5), 3, 2), r"differ in batch or channels"),
         ((torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5), 3, 0), r"groups must be a positive int, got 0"),

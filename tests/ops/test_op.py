@@ -1,4 +1,5 @@
 """The public op against the unfold reference: every non-Triton backend, shapes, dtypes, layouts, errors."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -35,7 +36,7 @@ def outputs_and_grads(x, kernel, stride, padding, dilation, backend):
 
 def assert_all_close(actual, expected, atol=1e-10, rtol=1e-7):
     for name, a, e in zip(("output", "grad input", "grad kernel"), actual, expected):
-        torch.testing.assert_close(a.float(), e.float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a.float(), e.float(), atol=atol, rtol=rtol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @st.composite

@@ -3,6 +3,7 @@
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1
 before triton is imported), which is slow: shapes and example counts are kept small.
 """
+
 import os
 
 import pytest
@@ -13,10 +14,11 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         "Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True
     )
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from involution.ops import triton_kernels  # noqa: E402
-from involution.ops.reference import involution2d_reference  # noqa: E402
+from involution.ops import triton_kernels
+from involution.ops.reference import involution2d_reference
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 

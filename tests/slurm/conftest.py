@@ -1,5 +1,6 @@
 """A real single-node SLURM cluster for these tests: used if one answers, else started (as root) with
 slurm/local_cluster.sh and stopped at the end; the tests skip with the reason when neither works."""
+
 import os
 import shutil
 import subprocess

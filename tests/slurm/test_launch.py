@@ -1,4 +1,5 @@
 """The launcher with the debug (in-process) and local (subprocess) executors, and the status report."""
+
 import json
 from pathlib import Path
 
@@ -32,16 +33,42 @@ def test_dry_run_submits_nothing(tmp_path, capsys):
 
 
 def test_local_executor_runs_subprocesses_two_at_a_time(tmp_path):
-    assert launch.main([SMOKE, "--out", str(tmp_path), "--executor", "local", "--parallel", "2",
-                        "--wait-timeout", "10", "train.threads=1"]) == 0
+    assert (
+        launch.main(
+            [
+                SMOKE,
+                "--out",
+                str(tmp_path),
+                "--executor",
+                "local",
+                "--parallel",
+                "2",
+                "--wait-timeout",
+                "10",
+                "train.threads=1",
+            ]
+        )
+        == 0
+    )
     assert statuses(tmp_path) == ["finished"] * 4
     assert all(r["hardware"]["threads"] == 1 for r in status.run_records(tmp_path))
 
 
 def test_failed_runs_are_reported_with_their_log_and_resubmitted_alone(tmp_path, capsys):
     # batch 200 passes validation but exceeds the 4x64-image training set of the smoke runs at run time.
-    args = [SMOKE, "--out", str(tmp_path), "--executor", "local", "--parallel", "4", "--wait-timeout", "10",
-            "data.synthetic.train_size=64", "optim.batch_size=200"]
+    args = [
+        SMOKE,
+        "--out",
+        str(tmp_path),
+        "--executor",
+        "local",
+        "--parallel",
+        "4",
+        "--wait-timeout",
+        "10",
+        "data.synthetic.train_size=64",
+        "optim.batch_size=200",
+    ]
     assert launch.main(args) == 1
     assert statuses(tmp_path) == ["failed"] * 4
     report = status.report(tmp_path)
@@ -55,8 +82,17 @@ def test_failed_runs_are_reported_with_their_log_and_resubmitted_alone(tmp_path,
 
 
 def test_status_cli(tmp_path, capsys):
-    records.write_record(tmp_path, {"run_id": "abc", "status": "running", "model": "rednet26",
-                                    "epochs": [{"top1": 50.0}], "epochs_planned": 4, "top1": 50.0})
+    records.write_record(
+        tmp_path,
+        {
+            "run_id": "abc",
+            "status": "running",
+            "model": "rednet26",
+            "epochs": [{"top1": 50.0}],
+            "epochs_planned": 4,
+            "top1": 50.0,
+        },
+    )
     status.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "1 running" in out and "abc  running   rednet26   epochs 1/4  top1  50.00%" in out

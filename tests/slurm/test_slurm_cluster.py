@@ -1,4 +1,5 @@
 """Through submitit's real SlurmExecutor on a local SLURM cluster: arrays, preemption and requeue, failures."""
+
 import json
 import subprocess
 import threading
@@ -53,7 +54,7 @@ def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(tmp_path):
     executor = submitit.AutoExecutor(folder=tmp_path / "logs" / "%j", cluster="slurm", slurm_max_num_timeout=3)
     executor.update_parameters(timeout_min=30, cpus_per_task=1)
     job = executor.submit(TrainingJob(config, str(tmp_path / "runs")))
-    record = lambda: records.read_record(tmp_path / "runs", uninterrupted["run_id"]) or {}  # noqa: E731
+    record = lambda: records.read_record(tmp_path / "runs", uninterrupted["run_id"]) or {}
     wait(lambda: len(record().get("epochs") or []) >= 1, 300, "the first epoch")
     assert len(record()["epochs"]) < 3, "finished before it could be preempted"
     job._interrupt()  # what SLURM does on preemption: USR2, then the job checkpoints and requeues itself
@@ -100,8 +101,11 @@ def test_job_killed_without_a_result_is_reported_failed(tmp_path):
     cell = expand(load_grid(SMOKE), overrides)[0]
 
     def kill_when_training():
-        wait(lambda: len((records.read_record(tmp_path, cell.run_id) or {}).get("epochs") or []) >= 1, 300,
-             "the first epoch")
+        wait(
+            lambda: len((records.read_record(tmp_path, cell.run_id) or {}).get("epochs") or []) >= 1,
+            300,
+            "the first epoch",
+        )
         subprocess.run(["pkill", "-9", "-f", f"submitit.core._submit {tmp_path}"], check=False)
 
     killer = threading.Thread(target=kill_when_training)
