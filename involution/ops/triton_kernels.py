@@ -314,41 +314,29 @@ def _launch_config(num_pixels: int, k: int, batch: int, groups: int) -> tuple[in
     return kk_pad, block_p, num_blocks, (num_programs,)
 
 
+def _launch(triton_kernel, tensors, names, sizes, num_pixels, k, groups, stride, padding, dilation) -> None:
+    """Check the three tensors' int32 offsets, then run `triton_kernel` with one program per (batch, group, block
+    of pixels). Its arguments: the tensors, `sizes`, num_pixels, padding, num_blocks, the tensors' strides."""
+    for tensor, name in zip(tensors, names):
+        _check_plane_offsets(tensor, name, 2)
+    kk_pad, block_p, num_blocks, grid = _launch_config(num_pixels, k, tensors[0].shape[0], groups)
+    strides = [stride_ for tensor in tensors for stride_ in tensor.stride()]
+    triton_kernel[grid](
+        *tensors, *sizes, num_pixels, padding, num_blocks, *strides,
+        K=k, KK_PAD=kk_pad, STRIDE=stride, DILATION=dilation, BLOCK_P=block_p, ACC=_accumulator(tensors[0].dtype),
+        num_warps=_NUM_WARPS,
+    )  # fmt: skip
+
+
 def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
     """Involution forward: input (B, C, H, W), kernel (B, G, K, K, Ho, Wo) -> output (B, C, Ho, Wo)."""
     batch, channels, height, width = input.shape
     _, groups, k, _, out_h, out_w = kernel.shape
-    acc = _accumulator(input.dtype)
     out = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device)
-    if out.numel() == 0:
-        return out
-    _check_plane_offsets(input, "input", 2)
-    _check_plane_offsets(kernel, "kernel", 2)
-    _check_plane_offsets(out, "output", 2)
-    kk_pad, block_p, num_blocks, grid = _launch_config(out_h * out_w, k, batch, groups)
-    _forward_kernel[grid](
-        input,
-        kernel,
-        out,
-        channels // groups,
-        groups,
-        height,
-        width,
-        out_w,
-        out_h * out_w,
-        padding,
-        num_blocks,
-        *input.stride(),
-        *kernel.stride(),
-        *out.stride(),
-        K=k,
-        KK_PAD=kk_pad,
-        STRIDE=stride,
-        DILATION=dilation,
-        BLOCK_P=block_p,
-        ACC=acc,
-        num_warps=_NUM_WARPS,
-    )
+    if out.numel():
+        _launch(_forward_kernel, (input, kernel, out), ("input", "kernel", "output"),
+                (channels // groups, groups, height, width, out_w), out_h * out_w, k, groups, stride, padding,
+                dilation)  # fmt: skip
     return out
 
 
@@ -359,82 +347,23 @@ def grad_input(
     batch, channels, out_h, out_w = grad_out.shape
     _, groups, k = kernel.shape[:3]
     height, width = input_size
-    acc = _accumulator(grad_out.dtype)
     grad = torch.empty((batch, channels, height, width), dtype=grad_out.dtype, device=grad_out.device)
-    if grad.numel() == 0:
-        return grad
-    _check_plane_offsets(grad_out, "grad_out", 2)
-    _check_plane_offsets(kernel, "kernel", 2)
-    _check_plane_offsets(grad, "grad_input", 2)
-    kk_pad, block_p, num_blocks, grid = _launch_config(height * width, k, batch, groups)
-    _grad_input_kernel[grid](
-        grad_out,
-        kernel,
-        grad,
-        channels // groups,
-        groups,
-        width,
-        out_h,
-        out_w,
-        height * width,
-        padding,
-        num_blocks,
-        *grad_out.stride(),
-        *kernel.stride(),
-        *grad.stride(),
-        K=k,
-        KK_PAD=kk_pad,
-        STRIDE=stride,
-        DILATION=dilation,
-        BLOCK_P=block_p,
-        ACC=acc,
-        num_warps=_NUM_WARPS,
-    )
+    if grad.numel():
+        _launch(_grad_input_kernel, (grad_out, kernel, grad), ("grad_out", "kernel", "grad_input"),
+                (channels // groups, groups, width, out_h, out_w), height * width, k, groups, stride, padding,
+                dilation)  # fmt: skip
     return grad
 
 
 def grad_kernel(
-    grad_out: torch.Tensor,
-    input: torch.Tensor,
-    kernel_size: int,
-    groups: int,
-    stride: int,
-    padding: int,
-    dilation: int,
+    grad_out: torch.Tensor, input: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int, dilation: int
 ) -> torch.Tensor:
     """Gradient w.r.t. the kernel, (B, G, K, K, Ho, Wo), reduced over each group's channels in one program."""
     batch, channels, height, width = input.shape
     out_h, out_w = grad_out.shape[2:]
-    k = kernel_size
-    acc = _accumulator(input.dtype)
-    grad = torch.empty((batch, groups, k, k, out_h, out_w), dtype=input.dtype, device=input.device)
-    if grad.numel() == 0:
-        return grad
-    _check_plane_offsets(grad_out, "grad_out", 2)
-    _check_plane_offsets(input, "input", 2)
-    _check_plane_offsets(grad, "grad_kernel", 2)
-    kk_pad, block_p, num_blocks, grid = _launch_config(out_h * out_w, k, batch, groups)
-    _grad_kernel_kernel[grid](
-        grad_out,
-        input,
-        grad,
-        channels // groups,
-        groups,
-        height,
-        width,
-        out_w,
-        out_h * out_w,
-        padding,
-        num_blocks,
-        *grad_out.stride(),
-        *input.stride(),
-        *grad.stride(),
-        K=k,
-        KK_PAD=kk_pad,
-        STRIDE=stride,
-        DILATION=dilation,
-        BLOCK_P=block_p,
-        ACC=acc,
-        num_warps=_NUM_WARPS,
-    )
+    grad = torch.empty((batch, groups, kernel_size, kernel_size, out_h, out_w), dtype=input.dtype, device=input.device)
+    if grad.numel():
+        _launch(_grad_kernel_kernel, (grad_out, input, grad), ("grad_out", "input", "grad_kernel"),
+                (channels // groups, groups, height, width, out_w), out_h * out_w, kernel_size, groups, stride,
+                padding, dilation)  # fmt: skip
     return grad
