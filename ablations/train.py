@@ -120,6 +120,7 @@ class Trainer:
         self.complexity = {"params": None, "flops": None, "input_size": None}
         self.history: list[dict] = []
         self.wall_time = 0.0
+        self.git_commit = records.git_commit()  # once: the record is rewritten every epoch
 
     def build(self) -> None:
         """Data, model, optimizer and schedule (inside run(), so that a failure here is recorded)."""
@@ -227,7 +228,7 @@ class Trainer:
             "peak_memory_mib": peak_memory_mib(self.process.device),
             "wall_time_s": self.wall_time,
             "config": self.resolved,
-            "git_commit": records.git_commit(),
+            "git_commit": self.git_commit,
             "hardware": records.hardware(self.process.device, self.process.world_size),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
