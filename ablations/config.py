@@ -41,7 +41,8 @@ class SyntheticConfig:
 class DataConfig:
     dataset: str = "fashion_mnist"  # imagenet | fashion_mnist | synthetic
     root: Optional[str] = "/usr/share/datasets/fashion-mnist"  # imagenet: folder with train/ and val/
-    train_subset: Optional[int] = None  # use only the first N training images (quick runs)
+    # Train on N images only, the same number from every class, drawn with train.seed (quick runs).
+    train_subset: Optional[int] = None
     image_size: int = 224  # imagenet crop size (fashion_mnist is 28x28, synthetic sets its own)
     augment: bool = True  # imagenet: random-resized crop + flip; fashion_mnist: flip + 2-pixel shifts
     num_workers: int = 0  # data-loading processes per training process

@@ -46,6 +46,23 @@ class TensorImages(Dataset):
         return image, self.labels[index]
 
 
+def balanced_subset(labels, size: int, seed: int) -> list[int]:
+    """Indices of `size` examples spread evenly over the classes, drawn with a seeded shuffle per class:
+    a class-sorted folder still yields every class."""
+    labels = torch.as_tensor(labels)
+    if size >= len(labels):
+        return list(range(len(labels)))
+    generator = torch.Generator().manual_seed(seed)
+    indices, turns = [], []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        indices.append(members[torch.randperm(len(members), generator=generator)])
+        turns.append(torch.arange(len(members)))
+    # Every class's first example, then every class's second, and so on.
+    first = torch.argsort(torch.cat(turns), stable=True)[:size]
+    return sorted(torch.cat(indices)[first].tolist())
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An idx(.gz) file of the MNIST family as a uint8 array."""
     with gzip.open(path, "rb") as f:
@@ -55,12 +72,15 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def fashion_mnist(config: DataConfig) -> Splits:
+def fashion_mnist(config: DataConfig, seed: int = 0) -> Splits:
     root = Path(config.root)
 
-    def split(prefix: str, augment: bool, limit=None) -> TensorImages:
-        images = torch.from_numpy(read_idx(root / f"{prefix}-images-idx3-ubyte.gz").copy())[:limit]
-        labels = torch.from_numpy(read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64))[:limit]
+    def split(prefix: str, augment: bool, subset=None) -> TensorImages:
+        images = torch.from_numpy(read_idx(root / f"{prefix}-images-idx3-ubyte.gz").copy())
+        labels = torch.from_numpy(read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64))
+        if subset:
+            keep = balanced_subset(labels, subset, seed)
+            images, labels = images[keep], labels[keep]
         images = (images.unsqueeze(1).float() / 255 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
         return TensorImages(images, labels, augment)
 
@@ -80,11 +100,12 @@ def synthetic(config: DataConfig, seed: int = 0) -> Splits:
 
     train = split(s.train_size)
     if config.train_subset:
-        train = TensorImages(train.images[: config.train_subset], train.labels[: config.train_subset])
+        keep = balanced_subset(train.labels, config.train_subset, seed)
+        train = TensorImages(train.images[keep], train.labels[keep])
     return Splits(train, split(s.val_size), s.num_classes, s.channels, s.image_size)
 
 
-def imagenet(config: DataConfig) -> Splits:
+def imagenet(config: DataConfig, seed: int = 0) -> Splits:
     """The paper's augmentation: random-resized crop + flip for training; resize to size*8/7, center crop."""
     from torch.utils.data import Subset
     from torchvision import datasets, transforms
@@ -106,13 +127,13 @@ def imagenet(config: DataConfig) -> Splits:
     train = datasets.ImageFolder(str(Path(config.root) / "train"), train_transform)
     val = datasets.ImageFolder(str(Path(config.root) / "val"), val_transform)
     if config.train_subset:
-        train = Subset(train, range(config.train_subset))
+        train = Subset(train, balanced_subset(train.targets, config.train_subset, seed))
     return Splits(train, val, len(val.classes), 3, size)
 
 
 def build_splits(config: DataConfig, seed: int = 0) -> Splits:
     if config.dataset == "fashion_mnist":
-        return fashion_mnist(config)
+        return fashion_mnist(config, seed)
     if config.dataset == "synthetic":
         return synthetic(config, seed)
-    return imagenet(config)
+    return imagenet(config, seed)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import records
+from . import cli, records
 from .config import ConfigError, RunConfig, apply_override, from_dict, set_key, to_dict, validate
 
 GRID_KEYS = ("description", "base", "set", "axes")
@@ -42,6 +42,7 @@ class Grid:
 @dataclass
 class Cell:
     run_id: str
+    grid: str  # the grid's name (its file name)
     values: dict  # axis -> value of this cell
     config: RunConfig
 
@@ -89,18 +90,14 @@ def expand(grid: Grid, overrides=()) -> list[Cell]:
             validate(config)
         except ConfigError as error:
             raise ConfigError(f"{grid.path}: cell {values}: {error}") from error
-        cells.append(Cell(records.run_id(to_dict(config)), values, config))
+        cells.append(Cell(records.run_id(to_dict(config)), grid.name, values, config))
     return cells
 
 
 def status(cell: Cell, out_dir) -> str:
+    """What the cell's record says ("new" without one); slurm.status also asks the jobs."""
     record = records.read_record(out_dir, cell.run_id)
-    return record["status"] if record else "new"
-
-
-def pending(cells: list[Cell], out_dir) -> list[Cell]:
-    """The cells whose record does not say finished."""
-    return [cell for cell in cells if status(cell, out_dir) != records.FINISHED]
+    return record.status if record else "new"
 
 
 def main(argv=None) -> None:
@@ -118,4 +115,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, "ablations.grid")

@@ -11,8 +11,10 @@ record at once.
 """
 
 import argparse
+import contextlib
 import math
 import os
+import platform
 import resource
 import sys
 import time
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from involution.complexity import count_flops, count_params
 from involution.models import build_model
 
-from . import records
+from . import cli, records
 from .config import RunConfig, load_config, to_dict
 from .data import build_splits
 
@@ -111,8 +113,10 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, out_dir, process: Process, progress: bool = True):
-        self.config, self.process, self.progress = config, process, progress
+    def __init__(
+        self, config: RunConfig, out_dir, process: Process, progress: bool = True, job_id: Optional[str] = None
+    ):
+        self.config, self.process, self.progress, self.job_id = config, process, progress, job_id
         self.resolved = to_dict(config)
         self.run_id = records.run_id(self.resolved)
         self.out_dir = Path(out_dir)
@@ -207,36 +211,35 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history, self.wall_time = state["history"], state["wall_time"]
 
-    def record(self, status: str, error: Optional[str] = None) -> dict:
+    def record(self, status: str, error: Optional[str] = None) -> records.RunRecord:
+        """The run's record now, keeping what the launcher wrote (grid membership) and any error."""
+        on_disk = records.read_record(self.out_dir, self.run_id)
         last = self.history[-1] if self.history else {}
-        record = {
-            "run_id": self.run_id,
-            "status": status,
-            "model": self.config.model.name,
-            "params": self.complexity["params"],
-            "flops": self.complexity["flops"],
-            "flops_convention": "paper (mmcv-style multiply-adds, incl. the involution aggregation) per image at "
+        return records.RunRecord(
+            run_id=self.run_id,
+            status=status,
+            config=self.resolved,
+            grids=on_disk.grids if on_disk else {},
+            job_id=self.job_id or (on_disk.job_id if on_disk else None),
+            model=self.config.model.name,
+            params=self.complexity["params"],
+            flops=self.complexity["flops"],
+            flops_convention="paper (mmcv-style multiply-adds, incl. the involution aggregation) per image at "
             + "x".join(map(str, self.complexity["input_size"] or ["?"])),
-            "top1": last.get("top1"),
-            "top5": last.get("top5"),
-            "train_loss": last.get("train_loss"),
-            "epochs": self.history,
-            "epochs_planned": self.config.optim.epochs,
-            "images_per_s": (sum(e["images_per_s"] for e in self.history) / len(self.history))
-            if self.history
-            else None,
-            "peak_memory_mib": peak_memory_mib(self.process.device),
-            "wall_time_s": self.wall_time,
-            "config": self.resolved,
-            "git_commit": self.git_commit,
-            "hardware": records.hardware(self.process.device, self.process.world_size),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if error:
-            record["error"] = error
-        return record
+            top1=last.get("top1"),
+            top5=last.get("top5"),
+            train_loss=last.get("train_loss"),
+            epochs=self.history,
+            epochs_planned=self.config.optim.epochs,
+            images_per_s=(sum(e["images_per_s"] for e in self.history) / len(self.history)) if self.history else None,
+            peak_memory_mib=peak_memory_mib(self.process.device),
+            wall_time_s=self.wall_time,
+            git_commit=self.git_commit,
+            hardware=records.hardware(self.process.device, self.process.world_size),
+            error=error,
+        )
 
-    def write_record(self, status: str, error: Optional[str] = None) -> dict:
+    def write_record(self, status: str, error: Optional[str] = None) -> records.RunRecord:
         record = self.record(status, error)
         if self.process.is_main:
             records.write_record(self.out_dir, record)
@@ -307,33 +310,53 @@ class Trainer:
         loss_sum, top1, top5, seen = all_reduce_sum([loss_sum, top1, top5, seen], self.process)
         return {"val_loss": loss_sum / seen, "top1": 100 * top1 / seen, "top5": 100 * top5 / seen}
 
-    def run(self) -> dict:
+    def run(self) -> records.RunRecord:
         existing = records.read_record(self.out_dir, self.run_id)
-        if existing and existing["status"] == records.FINISHED:
+        if existing and existing.status == records.FINISHED:
             return existing
-        try:
-            self.build()
-            if self.checkpoint_path.exists():
-                self.load_checkpoint()
-            self.write_record(records.RUNNING)
-            for epoch in range(len(self.history), self.config.optim.epochs):
-                seed_epoch(self.config.train.seed, epoch, self.process.rank)
-                start = time.perf_counter()
-                metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
-                self.wall_time += time.perf_counter() - start
-                self.history.append(metrics)
-                if self.process.is_main:
-                    self.save_checkpoint()
-                    print(
-                        f"[{self.run_id}] epoch {epoch + 1}: loss {metrics['train_loss']:.4f}, "
-                        f"top1 {metrics['top1']:.2f}%, {metrics['images_per_s']:.0f} img/s",
-                        flush=True,
-                    )
+        with self.claim():
+            try:
+                self.build()
+                if self.checkpoint_path.exists():
+                    self.load_checkpoint()
                 self.write_record(records.RUNNING)
-        except Exception:
-            self.write_record(records.FAILED, error=traceback.format_exc(limit=20))
+                for epoch in range(len(self.history), self.config.optim.epochs):
+                    seed_epoch(self.config.train.seed, epoch, self.process.rank)
+                    start = time.perf_counter()
+                    metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
+                    self.wall_time += time.perf_counter() - start
+                    self.history.append(metrics)
+                    if self.process.is_main:
+                        self.save_checkpoint()
+                        print(
+                            f"[{self.run_id}] epoch {epoch + 1}: loss {metrics['train_loss']:.4f}, "
+                            f"top1 {metrics['top1']:.2f}%, {metrics['images_per_s']:.0f} img/s",
+                            flush=True,
+                        )
+                    self.write_record(records.RUNNING)
+            except Exception:
+                self.write_record(records.FAILED, error=traceback.format_exc(limit=20))
+                raise
+            return self.write_record(records.FINISHED)
+
+    @contextlib.contextmanager
+    def claim(self):
+        """The run's lock, held by the main process for the whole run (RunBusy on every process if another
+        job holds it): two jobs never train into one checkpoint."""
+        if not self.process.is_main:
+            busy = all_reduce_sum([0.0], self.process)[0]
+            if busy:
+                raise records.RunBusy(f"run {self.run_id} is being trained by another job")
+            yield
+            return
+        holder = f"host {platform.node()}, pid {os.getpid()}" + (f", job {self.job_id}" if self.job_id else "")
+        try:
+            with records.claim(self.out_dir, self.run_id, holder):
+                all_reduce_sum([0.0], self.process)
+                yield
+        except records.RunBusy:
+            all_reduce_sum([1.0], self.process)
             raise
-        return self.write_record(records.FINISHED)
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -342,9 +365,10 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def train(config: RunConfig, out_dir, progress: bool = True) -> dict:
-    """Train (or resume, or return the finished record of) one run; returns its record."""
-    return Trainer(config, out_dir, setup_process(), progress).run()
+def train(config: RunConfig, out_dir, progress: bool = True, job_id: Optional[str] = None) -> records.RunRecord:
+    """Train (or resume, or return the finished record of) one run; returns its record. RunBusy if
+    another process is training the same run."""
+    return Trainer(config, out_dir, setup_process(), progress, job_id).run()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -356,17 +380,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> records.RunRecord:
     parser = argparse.ArgumentParser(parents=[get_args_parser()])
     args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     record = train(config, args.out, progress=not args.no_progress)
     print(
-        f"[{record['run_id']}] {record['status']}: {record['model']} top1 {record['top1']:.2f}% "
-        f"top5 {record['top5']:.2f}% -> {records.record_path(args.out, record['run_id'])}"
+        f"[{record.run_id}] {record.status}: {record.model} top1 {record.top1:.2f}% "
+        f"top5 {record.top5:.2f}% -> {records.record_path(args.out, record.run_id)}"
     )
     return record
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, "ablations.train")

@@ -1,21 +1,27 @@
-"""The callable each submitit job runs: one training run, requeued on preemption or time-out.
+"""The callable each submitit job runs: its training runs one after the other, requeued on preemption.
 
-submitit pickles it, runs it on the node, and on preemption or time-out (SIGUSR2 before the limit) calls
-``checkpoint()``, whose default resubmits the same callable: the requeued job then resumes the run from
-its last epoch checkpoint (ablations.train resumes by itself), so the final metrics are those of an
+On SLURM every array task trains one run; locally each of the --parallel workers gets the whole list and
+trains whatever no other worker holds (each run's lock, ablations.records.claim), so at most --parallel
+runs train at once even after the launcher has returned. A run whose record says finished, or failed
+(after the launcher marked it pending: a peer worker failed it), is not trained again by the same launch.
+
+submitit pickles the job, runs it on the node, and on preemption or time-out (SIGUSR2 before the limit)
+calls ``checkpoint()``, whose default resubmits the same callable: the requeued job then resumes the run
+from its last epoch checkpoint (ablations.train resumes by itself), so the final metrics are those of an
 uninterrupted run. With several tasks (GPUs or nodes) it sets up torch.distributed from submitit's
 JobEnvironment first.
 """
 
 import submitit
 
-from ablations.config import RunConfig
+from ablations import records
+from ablations.config import RunConfig, to_dict
 from ablations.train import train
 
 
 class TrainingJob(submitit.helpers.Checkpointable):
-    def __init__(self, config: RunConfig, out_dir: str):
-        self.config = config
+    def __init__(self, configs: list[RunConfig], out_dir: str):
+        self.configs = list(configs)
         self.out_dir = str(out_dir)
 
     def __call__(self) -> dict:
@@ -24,5 +30,21 @@ class TrainingJob(submitit.helpers.Checkpointable):
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT for torch.distributed; every task sees all the
             # node's GPUs and picks cuda:LOCAL_RANK.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        record = train(self.config, self.out_dir, progress=False)
-        return {key: record[key] for key in ("run_id", "status", "top1", "top5")}
+        outcome, errors = {}, {}
+        for config in self.configs:
+            run = records.run_id(to_dict(config))
+            record = records.read_record(self.out_dir, run)
+            if record and record.status in (records.FINISHED, records.FAILED):
+                outcome[run] = record.status
+                continue
+            try:
+                outcome[run] = train(config, self.out_dir, progress=False, job_id=environment.job_id).status
+            except records.RunBusy:
+                outcome[run] = "held by another job"
+            except Exception as error:  # recorded as failed by train(); go on with the other runs
+                if len(self.configs) == 1:
+                    raise
+                outcome[run], errors[run] = records.FAILED, f"{type(error).__name__}: {error}"
+        if errors:
+            raise RuntimeError("runs failed: " + "; ".join(f"{run}: {error}" for run, error in errors.items()))
+        return outcome

@@ -1,22 +1,23 @@
-"""Launch a grid: expand it, skip finished cells, submit the rest through submitit, wait, summarise.
+"""Launch grids: expand them, decide what to run, submit it through submitit, wait, summarise.
 
-    python -m slurm.launch GRID.yaml --out DIR [key=value ...] --executor {local,slurm,debug}
+    python -m slurm.launch GRID.yaml [GRID.yaml ...] --out DIR [key=value ...] --executor {local,slurm,debug}
         [--partition P --gpus-per-node N --nodes M --time MIN --array-parallelism K ...] [--dry-run] [--no-wait]
 
-- local (default): one subprocess per run on this machine, at most --parallel at a time;
-  debug: in this process, one after the other; slurm: one job array (--array-parallelism at a time).
-- Every cell's record is written under DIR before submission (status "pending"); the runs update it.
-  Cells whose record says finished are skipped; failed ones are submitted again (``--runs ID ...`` picks
-  cells by run id, including ones recorded as running).
-- A submission manifest (grid, run ids, job ids, executor parameters) goes to DIR/submissions/.
+- local (default): at most --parallel runs train at once on this machine, in worker processes that outlive
+  the launcher (so --no-wait keeps the limit); debug: in this process, one after the other; slurm: one job
+  array (--array-parallelism at a time).
+- Cells of several grids with the same config are one run (same id), trained once.
+- What runs is decided by slurm.plan: not finished runs, and never one that a live job may still train.
+  Every submitted run's record is written under DIR first (status "pending", with its grid values).
+- A submission manifest (grids, run ids, job ids, executor parameters) goes to DIR/submissions/.
 - Waits by default (``--no-wait`` returns after submission), then prints a summary and exits non-zero if
   any run failed. ``python -m slurm.status DIR`` shows the state of every run at any time.
 """
 
 import argparse
-import json
+import collections
+import math
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,22 +25,25 @@ from typing import Optional
 import submitit
 from tqdm import tqdm
 
-from ablations import records
-from ablations.config import to_dict
-from ablations.grid import Cell, expand, load_grid, status
+from ablations import cli, records
+from ablations.config import ConfigError, to_dict
+from ablations.grid import expand, load_grid
 
+from . import manifests
 from .job import TrainingJob
+from .plan import Decision, plan
 
 POLL_SECONDS = 2.0
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Launch a grid of training runs with submitit.")
-    parser.add_argument("grid", help="grid YAML, e.g. ablations/grids/smoke.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value for every cell, e.g. data.root=/data/imagenet")
-    parser.add_argument("--out", help="results directory (default: results/<grid name>)")
+    parser = argparse.ArgumentParser(description="Launch grids of training runs with submitit.")
+    parser.add_argument(
+        "specs", nargs="+", metavar="GRID.yaml | key=value", help="grid files, then overrides for every cell"
+    )
+    parser.add_argument("--out", help="results directory (default: results/<grid name>, with one grid)")
     parser.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
-    parser.add_argument("--runs", nargs="+", help="only these run ids (also when their record says running)")
+    parser.add_argument("--runs", nargs="+", help="only these run ids")
     parser.add_argument("--dry-run", action="store_true", help="list what would be submitted; submit nothing")
     parser.add_argument("--no-wait", action="store_true", help="return right after submission")
     parser.add_argument("--wait-timeout", type=float, help="give up waiting after this many minutes")
@@ -54,19 +58,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--tasks-per-node", type=int, help="training processes per node (default: one per GPU, or 1)")
     cluster.add_argument("--cpus-per-task", type=int, default=2)
     cluster.add_argument("--mem-gb", type=int, help="memory per node")
-    cluster.add_argument("--time", type=int, default=60, help="time limit per job, minutes")
+    cluster.add_argument("--time", type=int, default=60, help="time limit per run, minutes")
     cluster.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at a time")
     cluster.add_argument("--max-requeues", type=int, default=10, help="preemptions/time-outs before giving up")
     return parser
 
 
-def make_executor(args, log_dir: Path) -> tuple[submitit.AutoExecutor, dict]:
+def make_executor(args, log_dir: Path, runs_per_job: int) -> tuple[submitit.AutoExecutor, dict]:
     """The executor and the parameters it was given (for the manifest)."""
     requeues = {"slurm_max_num_timeout": args.max_requeues} if args.executor == "slurm" else {}
     executor = submitit.AutoExecutor(folder=log_dir / "%j", cluster=args.executor, **requeues)
     parameters = {
         "name": args.name,
-        "timeout_min": args.time,
+        "timeout_min": args.time * runs_per_job,
         "nodes": args.nodes,
         "tasks_per_node": args.tasks_per_node or max(1, args.gpus_per_node),
         "cpus_per_task": args.cpus_per_task,
@@ -88,155 +92,159 @@ def make_executor(args, log_dir: Path) -> tuple[submitit.AutoExecutor, dict]:
     return executor, {**parameters, **requeues}
 
 
-def select(cells: list[Cell], out_dir: Path, runs: Optional[list[str]]) -> list[Cell]:
-    if runs:
-        unknown = set(runs) - {cell.run_id for cell in cells}
-        if unknown:
-            raise SystemExit(f"--runs: not cells of this grid: {', '.join(sorted(unknown))}")
-        return [cell for cell in cells if cell.run_id in runs and status(cell, out_dir) != records.FINISHED]
-    return [cell for cell in cells if status(cell, out_dir) not in (records.FINISHED, records.RUNNING)]
+def write_pending(decision: Decision, out_dir: Path) -> None:
+    """The run's record before submission: pending, with its grid values (kept by every later rewrite)."""
+    previous = records.read_record(out_dir, decision.run_id)
+    grids = {**(previous.grids if previous else {}), **decision.grids}
+    config = decision.config
+    record = records.RunRecord(decision.run_id, records.PENDING, to_dict(config), grids, model=config.model.name)
+    records.write_record(out_dir, record)
 
 
-def write_pending(cell: Cell, out_dir: Path) -> None:
-    records.write_record(
-        out_dir,
-        {
-            "run_id": cell.run_id,
-            "status": records.PENDING,
-            "model": cell.config.model.name,
-            "grid_values": cell.values,
-            "config": to_dict(cell.config),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
-
-
-def submit(executor, cells: list[Cell], out_dir: Path, parallel: int, wait: bool) -> list:
-    """Submit the cells: a job array on SLURM; locally, keep at most `parallel` running when waiting."""
-    jobs_of = [TrainingJob(cell.config, str(out_dir)) for cell in cells]
-    if executor.cluster == "local" and wait and parallel < len(cells):
-        return _submit_throttled(executor, jobs_of, parallel)
+def submit(executor, decisions: list[Decision], out_dir: Path, workers: int) -> list[list]:
+    """Submit the runs; returns, for each run, the jobs that may train it. A job array on SLURM; locally,
+    `workers` jobs that share the whole list."""
+    configs = [decision.config for decision in decisions]
+    if executor.cluster == "local":
+        jobs = [executor.submit(TrainingJob(configs, str(out_dir))) for _ in range(workers)]
+        return [jobs] * len(decisions)
     with executor.batch():
-        jobs = [executor.submit(job) for job in jobs_of]
-    return jobs
+        jobs = [executor.submit(TrainingJob([config], str(out_dir))) for config in configs]
+    return [[job] for job in jobs]
 
 
-def _submit_throttled(executor, callables, parallel: int) -> list:
-    jobs, queue = [], list(callables)
-    while queue:
-        if sum(not job.done() for job in jobs) < parallel:
-            jobs.append(executor.submit(queue.pop(0)))
-        else:
-            time.sleep(POLL_SECONDS / 4)
-    return jobs
-
-
-def write_manifest(out_dir: Path, grid, args, parameters: dict, cells: list[Cell], jobs: list) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    manifest = {
-        "grid": str(Path(grid.path).resolve()),
-        "grid_name": grid.name,
-        "overrides": args.overrides,
-        "executor": args.executor,
-        "submitted": stamp,
-        "parameters": parameters,
-        "runs": [
-            {"run_id": cell.run_id, "job_id": job.job_id, "values": cell.values} for cell, job in zip(cells, jobs)
-        ],
-    }
-    path = out_dir / "submissions" / f"{stamp}-{grid.name}-{jobs[0].job_id.replace('/', '_')}.json"
-    records.atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    return path
-
-
-def wait_for(jobs: list, cells: list[Cell], out_dir: Path, timeout_min: Optional[float]) -> bool:
-    """Poll until every job is done (True) or the timeout passes (False), with a progress bar."""
+def wait_for(jobs: list, decisions: list[Decision], out_dir: Path, timeout_min: Optional[float]) -> bool:
+    """Poll until every job is done (True) or the timeout passes (False), with a progress bar of runs."""
     deadline = time.monotonic() + 60 * timeout_min if timeout_min else float("inf")
-    with tqdm(total=len(jobs), desc="runs done", unit="run") as bar:
+    with tqdm(total=len(decisions), desc="runs", unit="run") as bar:
         while True:
-            done = sum(job.done() for job in jobs)
-            bar.update(done - bar.n)
-            finished = sum(status(cell, out_dir) == records.FINISHED for cell in cells)
-            bar.set_postfix(finished=finished, failed=done - finished if done > finished else 0, refresh=False)
-            if done == len(jobs):
+            states = collections.Counter(_record_status(d.run_id, out_dir) for d in decisions)
+            ended = states[records.FINISHED] + states[records.FAILED]
+            bar.update(ended - bar.n)
+            bar.set_postfix(
+                running=states[records.RUNNING], finished=states[records.FINISHED], failed=states[records.FAILED]
+            )
+            if all(job.done() for job in jobs):
                 return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(POLL_SECONDS)
 
 
-def settle(jobs: list, cells: list[Cell], out_dir: Path) -> None:
-    """A job that ended without finishing its run (crash, OOM, kill) leaves a record saying running or
-    pending: mark it failed, naming the job and its state."""
-    for job, cell in zip(jobs, cells):
-        record = records.read_record(out_dir, cell.run_id) or {"run_id": cell.run_id}
-        if not job.done() or record.get("status") in (records.FINISHED, records.FAILED):
+def _record_status(run: str, out_dir: Path) -> str:
+    record = records.read_record(out_dir, run)
+    return record.status if record else "new"
+
+
+def settle(decisions: list[Decision], jobs_of: list[list], out_dir: Path) -> None:
+    """A run whose jobs all ended without finishing it (crash, out of memory, kill) is left pending or
+    running: mark it failed, naming the jobs and why they ended."""
+    for decision, jobs in zip(decisions, jobs_of):
+        record = records.read_record(out_dir, decision.run_id)
+        if not all(job.done() for job in jobs) or record.status in (records.FINISHED, records.FAILED):
             continue
-        error = _job_error(job)
-        records.write_record(
-            out_dir,
-            {
-                **record,
-                "status": records.FAILED,
-                "job_id": job.job_id,
-                "error": f"job {job.job_id} ended ({job.state}) without finishing the run"
-                + (f": {error}" if error else ""),
-            },
-        )
+        reasons = "; ".join(f"job {job.job_id} ({job.state})" + _job_error(job) for job in jobs)
+        record.status = records.FAILED
+        record.error = f"ended without finishing the run: {reasons}"
+        records.write_record(out_dir, record)
 
 
-def _job_error(job) -> Optional[str]:
-    """The last line of the job's traceback, or submitit's word on why there is none."""
+def _job_error(job) -> str:
+    """': ' and the last line of the job's traceback, or submitit's word on why there is none."""
     try:
         exception = job.exception()
     except Exception as error:  # the job left no result at all (killed): submitit says why
         exception = error
     if exception is None:
-        return None
+        return ""
     # submitit frames the traceback (or, with no result, the job's stderr) with dashed lines.
     parts = re.split(r"\n-{10,}\n", str(exception))
     lines = [line for line in parts[min(1, len(parts) - 1)].splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exception).__name__
+    return ": " + (lines[-1].strip() if lines else type(exception).__name__)
 
 
-def summary(cells: list[Cell], out_dir: Path) -> tuple[str, int]:
-    lines, failed = [], 0
-    for cell in cells:
-        record = records.read_record(out_dir, cell.run_id) or {}
-        state = record.get("status", "new")
-        failed += state == records.FAILED
-        top1 = f"{record['top1']:.2f}%" if isinstance(record.get("top1"), float) else "-"
-        lines.append(f"  {cell.run_id}  {state:<9} top1 {top1:>7}  {cell.values}")
-    return "\n".join(lines), failed
+def summary(decisions: list[Decision], out_dir: Path) -> str:
+    lines = []
+    for decision in decisions:
+        record = records.read_record(out_dir, decision.run_id)
+        state = record.status if record else "new"
+        top1 = f"{record.top1:.2f}%" if record and record.top1 is not None else "-"
+        lines.append(f"  {decision.run_id}  {state:<9} top1 {top1:>7}  {_values(decision)}")
+    return "\n".join(lines)
+
+
+def _values(decision: Decision) -> str:
+    return "; ".join(f"{grid}: {values}" for grid, values in decision.grids.items())
+
+
+def describe(decisions: list[Decision]) -> str:
+    """e.g. '3 to submit (2 new, 1 failed before), 1 finished, 2 not selected by --runs'."""
+    submit = collections.Counter(d.reason for d in decisions if d.submit)
+    skip = collections.Counter(d.reason for d in decisions if not d.submit)
+    parts = [f"{sum(submit.values())} to submit" + (f" ({_counts(submit)})" if submit else "")]
+    return ", ".join(parts + ([_counts(skip)] if skip else []))
+
+
+def _counts(counter: collections.Counter) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in counter.items())
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)
-    grid = load_grid(args.grid)
-    out_dir = Path(args.out or Path("results") / grid.name).resolve()
-    args.name = grid.name
-    cells = expand(grid, args.overrides)
-    todo = select(cells, out_dir, args.runs)
+    grid_paths = [spec for spec in args.specs if "=" not in spec]
+    overrides = [spec for spec in args.specs if "=" in spec]
+    if not grid_paths:
+        raise ConfigError("no grid file given")
+    grids = [load_grid(path) for path in grid_paths]
+    if args.out is None and len(grids) > 1:
+        raise ConfigError("--out is needed with several grids")
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1, got {args.parallel}")
+    out_dir = Path(args.out or Path("results") / grids[0].name).resolve()
+    args.name = "+".join(grid.name for grid in grids)
+    cells = [cell for grid in grids for cell in expand(grid, overrides)]
+    try:
+        decisions = plan(cells, out_dir, args.runs)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    todo = [d for d in decisions if d.submit]
     print(
-        f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} skipped (finished or running), "
-        f"{len(todo)} to submit with the {args.executor} executor; results in {out_dir}"
+        f"{args.name}: {len(cells)} cells, {len(decisions)} runs: {describe(decisions)}; "
+        f"{args.executor} executor, results in {out_dir}"
     )
+    for decision in decisions:
+        if decision.detail and (args.dry_run or not decision.submit):
+            print(f"  {decision.run_id}  {decision.reason} ({decision.detail})")
     if args.dry_run or not todo:
-        for cell in todo:
-            print(f"  {cell.run_id}  {cell.values}")
+        for decision in todo:
+            print(f"  {decision.run_id}  would submit ({decision.reason})  {_values(decision)}")
         return 0
-    for cell in todo:
-        write_pending(cell, out_dir)
-    executor, parameters = make_executor(args, out_dir / "logs")
-    jobs = submit(executor, todo, out_dir, args.parallel, wait=not args.no_wait)
-    manifest = write_manifest(out_dir, grid, args, parameters, todo, jobs)
-    print(f"submitted {len(jobs)} jobs ({jobs[0].job_id} ...); manifest {manifest}")
+    for decision in todo:
+        write_pending(decision, out_dir)
+    workers = min(args.parallel, len(todo)) if args.executor == "local" else 1
+    runs_per_job = math.ceil(len(todo) / workers) if args.executor == "local" else 1
+    executor, parameters = make_executor(args, out_dir / "logs", runs_per_job)
+    jobs_of = submit(executor, todo, out_dir, workers)
+    manifest = manifests.write(
+        out_dir,
+        grids,
+        overrides,
+        args.executor,
+        parameters,
+        [
+            {"run_id": d.run_id, "grids": d.grids, "job_ids": [job.job_id for job in jobs]}
+            for d, jobs in zip(todo, jobs_of)
+        ],
+    )
+    jobs = list({job.job_id: job for jobs in jobs_of for job in jobs}.values())
+    print(f"submitted {len(todo)} runs in {len(jobs)} jobs ({jobs[0].job_id} ...); manifest {manifest}")
     if args.no_wait:
+        print(f"not waiting; python -m slurm.status {out_dir} shows their progress")
         return 0
     complete = wait_for(jobs, todo, out_dir, args.wait_timeout)
-    settle(jobs, todo, out_dir)
-    table, failed = summary(cells, out_dir)
-    print(table)
+    settle(todo, jobs_of, out_dir)
+    print(summary(decisions, out_dir))
+    failed = sum(_record_status(d.run_id, out_dir) == records.FAILED for d in todo)
     if not complete:
         print(f"gave up waiting after {args.wait_timeout} min; the jobs go on: python -m slurm.status {out_dir}")
         return 1
@@ -246,4 +254,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "slurm.launch")

@@ -1,29 +1,25 @@
-"""Per-run state of a results directory: from the run records, the submission manifests and submitit's logs.
+"""Per-run state of a results directory: from the run records, the submission manifests and the jobs.
 
     python -m slurm.status DIR [--log-lines N]
 
-Shows pending / running / finished / failed per run with its progress and metrics; for failed runs, the
-error and the tail of the job's log. Resubmit failed cells alone with
+Shows pending / running / finished / failed per run with its progress, metrics and grid values; a
+pending or running run whose jobs have all ended is flagged (relaunching the grid resubmits it). For
+failed runs, the error and the tail of the job's log. Resubmit failed cells alone with
 ``python -m slurm.launch GRID.yaml --out DIR --runs RUN_ID ...`` (or the whole grid: finished cells are skipped).
 """
 
 import argparse
-import json
+import collections
 from pathlib import Path
 from typing import Optional
 
 from submitit.core.utils import JobPaths
 
-from ablations import records
+from ablations import cli, records
+from ablations.config import ConfigError
 
-
-def job_ids(out_dir: Path) -> dict:
-    """run id -> job id of its latest submission."""
-    latest = {}
-    for manifest in sorted((out_dir / "submissions").glob("*.json")):
-        for run in json.loads(manifest.read_text())["runs"]:
-            latest[run["run_id"]] = run["job_id"]
-    return latest
+from .manifests import latest_submissions
+from .plan import live_jobs
 
 
 def log_tail(out_dir: Path, job_id: str, lines: int) -> Optional[str]:
@@ -34,30 +30,33 @@ def log_tail(out_dir: Path, job_id: str, lines: int) -> Optional[str]:
     return None
 
 
-def run_records(out_dir: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))]
-
-
 def report(out_dir: Path, log_lines: int = 20) -> str:
-    jobs = job_ids(out_dir)
-    rows, counts = [], {}
-    for record in run_records(out_dir):
-        state = record["status"]
-        counts[state] = counts.get(state, 0) + 1
-        done = len(record.get("epochs") or [])
-        planned = record.get("epochs_planned") or record.get("config", {}).get("optim", {}).get("epochs", "?")
-        top1 = f"{record['top1']:.2f}%" if isinstance(record.get("top1"), float) else "-"
-        job = jobs.get(record["run_id"], "-")
+    if not Path(out_dir).is_dir():
+        raise ConfigError(f"no results directory {out_dir}")
+    submissions = latest_submissions(out_dir)
+    found, problems = records.read_records(out_dir)
+    rows, counts = [], collections.Counter()
+    for record in found:
+        counts[record.status] += 1
+        submission = submissions.get(record.run_id)
+        jobs = ",".join(submission.job_ids) if submission else (record.job_id or "-")
+        planned = record.epochs_planned or record.config.get("optim", {}).get("epochs", "?")
+        top1 = f"{record.top1:.2f}%" if record.top1 is not None else "-"
+        values = "; ".join(f"{grid or '?'}: {values}" for grid, values in record.grids.items())
         rows.append(
-            f"{record['run_id']}  {state:<9} {record.get('model', '?'):<10} epochs {done}/{planned}  "
-            f"top1 {top1:>7}  job {job}  {record.get('grid_values', '')}"
+            f"{record.run_id}  {record.status:<9} {record.model or '?':<10} epochs {len(record.epochs)}/{planned}  "
+            f"top1 {top1:>7}  job {jobs}  {values}"
         )
-        if state == records.FAILED:
-            if record.get("error"):
-                rows.append("    error: " + record["error"].strip().splitlines()[-1])
-            tail = log_tail(out_dir, job, log_lines) if job != "-" else None
+        if record.status in (records.PENDING, records.RUNNING) and submission:
+            if not live_jobs(submission, out_dir) and not records.is_claimed(out_dir, record.run_id):
+                rows.append("    its jobs have ended without finishing it: launching the grid again resubmits it")
+        if record.status == records.FAILED:
+            if record.error:
+                rows.append("    error: " + record.error.strip().splitlines()[-1])
+            tail = log_tail(out_dir, submission.job_ids[0], log_lines) if submission else None
             if tail:
                 rows.append("    log tail:\n" + "\n".join("      " + line for line in tail.splitlines()))
+    rows += [f"unreadable: {problem}" for problem in problems]
     totals = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     return f"{out_dir}: {totals or 'no runs'}\n" + "\n".join(rows)
 
@@ -71,4 +70,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, "slurm.status")

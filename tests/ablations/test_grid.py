@@ -29,15 +29,22 @@ def test_operator_grid_compares_the_three_families_at_matched_depth():
     assert names == [f"{family}{depth}" for depth in (26, 38, 50) for family in ("rednet", "resnet", "sasa")]
 
 
-def test_smoke_grid_ids_are_stable_and_finished_cells_are_skipped(tmp_path):
+def test_smoke_grid_ids_are_stable():
     g = grid.load_grid(GRIDS / "smoke.yaml")
     cells = grid.expand(g)
-    assert len(cells) == 4
+    assert len(cells) == 4 and {c.grid for c in cells} == {"smoke"}
     assert [c.run_id for c in cells] == [c.run_id for c in grid.expand(grid.load_grid(GRIDS / "smoke.yaml"))]
     assert cells[0].values == {"model.options.kernel_size": 3, "optim.lr_per_256": 0.2}
-    records.write_record(tmp_path, {"run_id": cells[0].run_id, "status": records.FINISHED})
-    records.write_record(tmp_path, {"run_id": cells[1].run_id, "status": records.FAILED})
-    assert [c.run_id for c in grid.pending(cells, tmp_path)] == [c.run_id for c in cells[1:]]
+
+
+def test_run_ids_hash_only_what_changes_the_result(tmp_path):
+    smoke = grid.load_grid(GRIDS / "smoke.yaml")
+    ids = [c.run_id for c in grid.expand(smoke)]
+    moved = ["data.root=/elsewhere", "data.num_workers=4", "train.threads=1"]
+    assert [c.run_id for c in grid.expand(smoke, moved)] == ids
+    assert set(records.NON_RESULT_KEYS) == {"data.root", "data.num_workers", "train.threads"}
+    for changed in ("train.seed=1", "optim.epochs=3", "data.train_subset=100", "train.channels_last=false"):
+        assert not set(c.run_id for c in grid.expand(smoke, [changed])) & set(ids), changed
 
 
 def test_bad_grids_name_the_problem(tmp_path):
