@@ -6,11 +6,19 @@
 #   slurm/local_cluster.sh start    # install the Debian packages once, write the configs, start the daemons
 #   slurm/local_cluster.sh stop     # stop the daemons by their recorded PIDs
 #   slurm/local_cluster.sh status   # sinfo
+#   eval "$(slurm/local_cluster.sh env)"   # point this shell's sbatch/squeue/sacct (and submitit) at it
 #
-# State, logs and PID files live in $INVOLUTION_SLURM_STATE (default /var/tmp/involution-slurm).
+# Everything it writes lives in $INVOLUTION_SLURM_STATE (default /var/tmp/involution-slurm): the configs (the
+# daemons and clients find them through SLURM_CONF), its own munge key and socket, the database, logs and
+# PIDs. It never touches the system's SLURM, munge or MariaDB configuration, and it refuses to start on a
+# machine that already has a SLURM configuration: use that cluster instead.
 set -euo pipefail
 
 STATE=${INVOLUTION_SLURM_STATE:-/var/tmp/involution-slurm}
+export SLURM_CONF=$STATE/etc/slurm.conf
+MUNGE_SOCKET=$STATE/munge/munge.socket
+DB_SOCKET=$STATE/mysql/mysqld.sock  # in the folder the mysql user owns
+DB_PORT=${INVOLUTION_SLURM_DB_PORT:-36306}
 HOST=$(hostname -s)
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 
@@ -27,6 +35,14 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   return 1
 }
 
+refuse_beside_a_configured_cluster() {
+  local system_conf=/etc/slurm/slurm.conf
+  if [ -f "$system_conf" ]; then
+    log "this machine has a SLURM configuration ($system_conf): use that cluster; not starting another"
+    exit 3
+  fi
+}
+
 install_packages() {
   if command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null; then
     return
@@ -41,17 +57,17 @@ install_packages() {
 }
 
 write_configs() {
-  mkdir -p "$STATE"/{slurmd,slurmctld,mysql} /etc/slurm /run/munge /run/mysqld
+  mkdir -p "$STATE"/{etc,slurmd,slurmctld,mysql,munge}
   local memory_mb
   memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
-  cat >/etc/slurm/slurm.conf <<EOF
+  cat >"$SLURM_CONF" <<EOF
 ClusterName=involution
 SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# Requeued jobs are held until their credential expires (120 s by default).
-AuthInfo=cred_expire=10
+# Our own munge socket; requeued jobs are held until their credential expires (120 s by default).
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -63,6 +79,8 @@ SelectTypeParameters=CR_Core
 SchedulerParameters=sched_interval=2,bf_interval=2
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+# Clients and slurmctld reach slurmdbd through our munge socket too.
+AccountingStoragePass=$MUNGE_SOCKET
 StateSaveLocation=$STATE/slurmctld
 SlurmdSpoolDir=$STATE/slurmd
 SlurmctldPidFile=$STATE/slurmctld.pid
@@ -72,50 +90,65 @@ SlurmdLogFile=$STATE/slurmd.log
 NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  cat >/etc/slurm/slurmdbd.conf <<EOF
+  # slurmdbd reads slurmdbd.conf from SLURM_CONF's folder.
+  cat >"$STATE/etc/slurmdbd.conf" <<EOF
 AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
 SlurmUser=root
 PidFile=$STATE/slurmdbd.pid
 LogFile=$STATE/slurmdbd.log
 StorageType=accounting_storage/mysql
-StorageHost=localhost
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
 StorageUser=slurm
 StoragePass=slurm
 StorageLoc=slurm_acct_db
 EOF
-  chmod 600 /etc/slurm/slurmdbd.conf
+  chmod 600 "$STATE/etc/slurmdbd.conf"
+}
+
+start_munge() {
+  chown munge:munge "$STATE/munge"
+  chmod 755 "$STATE/munge"  # munged: others may reach the socket; the key itself is 0600
+  [ -f "$STATE/munge/munge.key" ] || runuser -u munge -- mungekey --create --keyfile="$STATE/munge/munge.key"
+  runuser -u munge -- munged --socket="$MUNGE_SOCKET" --key-file="$STATE/munge/munge.key" \
+    --pid-file="$STATE/munge/munged.pid" --log-file="$STATE/munge/munged.log" --seed-file="$STATE/munge/munged.seed"
+  cp "$STATE/munge/munged.pid" "$STATE/munged.pid"
+}
+
+start_database() {
+  chown mysql:mysql "$STATE/mysql"
+  if [ ! -d "$STATE/mysql/mysql" ]; then
+    mariadb-install-db --user=mysql --datadir="$STATE/mysql" >/dev/null
+  fi
+  mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql" --socket="$DB_SOCKET" --port="$DB_PORT" \
+    --bind-address=127.0.0.1 --pid-file="$STATE/mysql/mariadb.pid" >"$STATE/mariadb.log" 2>&1 &
+  wait_for 60 "MariaDB" mariadb --no-defaults --socket="$DB_SOCKET" -e "SELECT 1"
+  mariadb --no-defaults --socket="$DB_SOCKET" -e "
+    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
+    CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+    FLUSH PRIVILEGES;"
 }
 
 start() {
+  refuse_beside_a_configured_cluster
   install_packages
   if [ -f "$STATE/slurmctld.pid" ] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/dev/null; then
     log "already running"
     return
   fi
   write_configs
-  chown munge:munge /run/munge
-  [ -f /etc/munge/munge.key ] || runuser -u munge -- /usr/sbin/mungekey --create
-  runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid
-  cp /run/munge/munged.pid "$STATE/munged.pid"
-
-  chown mysql:mysql "$STATE/mysql" /run/mysqld
-  if [ ! -d "$STATE/mysql/mysql" ]; then
-    mariadb-install-db --user=mysql --datadir="$STATE/mysql" >/dev/null
-  fi
-  mariadbd --user=mysql --datadir="$STATE/mysql" --socket=/run/mysqld/mysqld.sock \
-    --pid-file="$STATE/mysql/mariadb.pid" --skip-networking=0 --bind-address=127.0.0.1 >"$STATE/mariadb.log" 2>&1 &
-  wait_for 60 "MariaDB" mariadb -e "SELECT 1"
-  mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
-              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
-
+  start_munge
+  start_database
   slurmdbd
   wait_for 60 "slurmdbd" sacctmgr -n list cluster
   sacctmgr -i -Q add cluster involution >/dev/null 2>&1 || true
   slurmctld
   slurmd
   wait_for 60 "the node to be idle" bash -c "sinfo -h -o %T | grep -qx idle"
-  log "up: $(sinfo -h -o '%P %D %T %C')"
+  log "up: $(sinfo -h -o '%P %D %T %C'); use it with: export SLURM_CONF=$SLURM_CONF"
 }
 
 stop() {
@@ -136,5 +169,6 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   status) sinfo ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  env) echo "export SLURM_CONF=$SLURM_CONF" ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 """Through submitit's real SlurmExecutor on a local SLURM cluster: arrays, preemption and requeue, failures."""
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -24,17 +25,29 @@ SLURM = ["--executor", "slurm", "--cpus-per-task", "1", "--time", "30", "--wait-
 # (--time above 10 min: submitit counts every USR2 as a time-out below that.)
 
 
+def all_records(out_dir):
+    return records.read_records(out_dir)[0]
+
+
+def test_the_local_cluster_keeps_its_configuration_to_itself(slurm_cluster):
+    if slurm_cluster is None:
+        pytest.skip("the machine's own SLURM cluster is used")
+    assert not Path("/etc/slurm/slurm.conf").exists()
+    assert os.environ["SLURM_CONF"] == slurm_cluster and Path(slurm_cluster).is_file()
+    assert subprocess.run(["sinfo", "-h"], capture_output=True, text=True).returncode == 0
+
+
 def test_grid_as_a_job_array_then_nothing_new(tmp_path, capsys):
     assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "train.threads=1"]) == 0
-    runs = status.run_records(tmp_path)
-    assert sorted(r["status"] for r in runs) == ["finished"] * 4
+    assert sorted(r.status for r in all_records(tmp_path)) == ["finished"] * 4
     manifest = json.loads(next((tmp_path / "submissions").glob("*.json")).read_text())
-    array = {run["job_id"].split("_")[0] for run in manifest["runs"]}
+    array = {run["job_ids"][0].split("_")[0] for run in manifest["runs"]}
     assert len(array) == 1, "one job array"
     assert manifest["parameters"]["slurm_array_parallelism"] == 64
+    assert {r.job_id for r in all_records(tmp_path)} == {run["job_ids"][0] for run in manifest["runs"]}
     capsys.readouterr()
     assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "train.threads=1"]) == 0
-    assert "0 to submit" in capsys.readouterr().out
+    assert "0 to submit, 4 finished" in capsys.readouterr().out
 
 
 def wait(predicate, timeout, what):
@@ -53,17 +66,17 @@ def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(tmp_path):
 
     executor = submitit.AutoExecutor(folder=tmp_path / "logs" / "%j", cluster="slurm", slurm_max_num_timeout=3)
     executor.update_parameters(timeout_min=30, cpus_per_task=1)
-    job = executor.submit(TrainingJob(config, str(tmp_path / "runs")))
-    record = lambda: records.read_record(tmp_path / "runs", uninterrupted["run_id"]) or {}
-    wait(lambda: len(record().get("epochs") or []) >= 1, 300, "the first epoch")
-    assert len(record()["epochs"]) < 3, "finished before it could be preempted"
+    job = executor.submit(TrainingJob([config], str(tmp_path / "runs")))
+    record = lambda: records.read_record(tmp_path / "runs", uninterrupted.run_id)
+    wait(lambda: record() is not None and len(record().epochs) >= 1, 300, "the first epoch")
+    assert len(record().epochs) < 3, "finished before it could be preempted"
     job._interrupt()  # what SLURM does on preemption: USR2, then the job checkpoints and requeues itself
-    wait(lambda: record().get("status") == records.FINISHED, 300, "the requeued job to finish")
+    wait(lambda: record().status == records.FINISHED, 300, "the requeued job to finish")
     wait(job.done, 120, "the job to end")
-    assert job.result()["status"] == "finished"
+    assert job.result() == {uninterrupted.run_id: "finished"}
     resumed = record()
     for key in ("top1", "top5", "train_loss"):
-        assert resumed[key] == uninterrupted[key], key
+        assert getattr(resumed, key) == getattr(uninterrupted, key), key
     log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
     assert "requeu" in log.lower() or "checkpoint" in log.lower(), log[-2000:]
 
@@ -77,21 +90,26 @@ def test_crashing_jobs_are_reported_failed_without_hanging(tmp_path):
     assert "4 failed" in report and "exceeds the 64 training images" in report
 
 
-def test_grid_cells_map_to_array_tasks(tmp_path):
+def test_grid_cells_map_to_array_tasks_and_a_queued_array_is_not_submitted_twice(tmp_path, capsys):
     cells = expand(load_grid(SMOKE))
-    assert launch.main([SMOKE, "--out", str(tmp_path), *SLURM, "--no-wait", "--array-parallelism", "2"]) == 0
+    args = [SMOKE, "--out", str(tmp_path), *SLURM, "--no-wait", "--array-parallelism", "1"]
+    assert launch.main(args) == 0
     manifest = json.loads(next((tmp_path / "submissions").glob("*.json")).read_text())
     assert [run["run_id"] for run in manifest["runs"]] == [cell.run_id for cell in cells]
-    assert [run["job_id"].split("_")[1] for run in manifest["runs"]] == ["0", "1", "2", "3"]
-    wait(lambda: all(r["status"] == "finished" for r in status.run_records(tmp_path)), 600, "the array")
+    assert [run["job_ids"][0].split("_")[1] for run in manifest["runs"]] == ["0", "1", "2", "3"]
+    capsys.readouterr()
+    assert launch.main(args) == 0  # squeue still lists the array's tasks (one runs at a time)
+    out = capsys.readouterr().out
+    assert "0 to submit" in out and "queued or running" in out and "finished" not in out.split("runs:")[1]
+    wait(lambda: all(r.status == "finished" for r in all_records(tmp_path)), 600, "the array")
 
 
 def test_two_tasks_train_with_torch_distributed_from_submitit(tmp_path):
     first = expand(load_grid(SMOKE), ["train.threads=1"])[0].run_id
     args = [SMOKE, "train.threads=1", "--out", str(tmp_path), *SLURM, "--tasks-per-node", "2", "--runs", first]
     assert launch.main(args) == 0
-    (record,) = [r for r in status.run_records(tmp_path) if r["status"] == "finished"]
-    assert record["hardware"]["processes"] == 2
+    (record,) = [r for r in all_records(tmp_path) if r.status == "finished"]
+    assert record.hardware["processes"] == 2
 
 
 def test_job_killed_without_a_result_is_reported_failed(tmp_path):
@@ -102,7 +120,7 @@ def test_job_killed_without_a_result_is_reported_failed(tmp_path):
 
     def kill_when_training():
         wait(
-            lambda: len((records.read_record(tmp_path, cell.run_id) or {}).get("epochs") or []) >= 1,
+            lambda: len(getattr(records.read_record(tmp_path, cell.run_id), "epochs", [])) >= 1,
             300,
             "the first epoch",
         )
@@ -113,4 +131,4 @@ def test_job_killed_without_a_result_is_reported_failed(tmp_path):
     assert launch.main([SMOKE, *overrides, "--out", str(tmp_path), *SLURM, "--runs", cell.run_id]) == 1
     killer.join()
     record = records.read_record(tmp_path, cell.run_id)
-    assert record["status"] == "failed" and "without finishing the run" in record["error"]
+    assert record.status == "failed" and "without finishing the run" in record.error
