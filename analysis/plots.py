@@ -1,0 +1,281 @@
+"""The paper's figures from the user's own runs, beside the published points.
+
+- accuracy vs complexity (top-1 vs FLOPs, top-1 vs parameters): RedNet, ResNet and self-attention series;
+  published points filled, own runs open. Own runs on another dataset or input size get their own panel:
+  their numbers are not ImageNet numbers.
+- one figure per ablation axis of each grid, with error bars over seeds (standard deviation);
+- speed: top-1 vs measured training images/s, and images/s vs FLOPs (how far FLOPs are from speed).
+Every figure is written as PNG and SVG.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .collect import SEED_AXIS, Collection, aggregate, paper_table  # noqa: E402
+
+FAMILIES = {  # family -> (label, colour, marker)
+    "rednet": ("RedNet (involution)", "tab:blue", "o"),
+    "resnet": ("ResNet (convolution)", "tab:orange", "s"),
+    "sasa": ("SASA (local self-attention)", "tab:green", "^"),
+}
+OTHER = ("other published baselines", "0.6", "D")
+AXIS_LABELS = {
+    "model.options.kernel_size": "kernel size K",
+    "model.options.group_channels": "channels per group (C/G)",
+    "model.options.reduction_ratio": "reduction ratio r",
+    "model.options.kernel_generation": "kernel generation",
+    "model": "model",
+}
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "legend.fontsize": 9, "svg.fonttype": "none"})
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
+    fig.savefig(png, dpi=150)
+    fig.savefig(svg)
+    plt.close(fig)
+    return Figure(name, title, caption, png, svg)
+
+
+def _style(family):
+    return FAMILIES.get(family, OTHER)
+
+
+def _dataset_label(cells: pd.DataFrame) -> str:
+    dataset = cells["dataset"].iloc[0]
+    size = cells["input_size"].iloc[0]
+    images = cells["train_images"].iloc[0]
+    subset = f", {int(images)} training images" if pd.notna(images) else ""
+    return f"{dataset}\n({size}{subset}, {int(cells['epochs'].max())} epochs)"
+
+
+def _flops_scale(values: pd.Series) -> tuple:
+    """(factor, unit) to show FLOPs given in G: MFLOPs for small models."""
+    return (1e3, "MFLOPs") if values.max() < 0.1 else (1.0, "GFLOPs")
+
+
+def cell_labels(cells: pd.DataFrame, axes: dict) -> pd.Series:
+    """A short name per cell: the model, plus the values of the grid axes that tell its cells apart."""
+    keys = [k for keys in axes.values() for k in keys if k not in (SEED_AXIS, "model") and k in cells]
+    varying = [k for k in dict.fromkeys(keys) if cells[k].nunique(dropna=True) > 1]
+    labels = []
+    for _, cell in cells.iterrows():
+        extra = [
+            f"{AXIS_LABELS.get(k, k.split('.')[-1]).split(' ')[-1]}={cell[k]}" for k in varying if pd.notna(cell[k])
+        ]
+        labels.append(" ".join([str(cell["model"]), *extra]))
+    return pd.Series(labels, index=cells.index)
+
+
+def _short(axis: str) -> str:
+    """kernel size K -> K; model.options.width -> width."""
+    return AXIS_LABELS.get(axis, axis.split(".")[-1]).split(" ")[-1]
+
+
+def _annotate(ax, x, y, text):
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+
+
+def complexity_figures(collection: Collection, out_dir: Path) -> list[Figure]:
+    paper = paper_table()
+    cells = aggregate(collection.runs)
+    cells = cells.assign(label=cell_labels(cells, collection.axes)) if not cells.empty else cells
+    figures = []
+    for x, xlabel, name in (("flops_g", "GFLOPs", "top1_vs_flops"), ("params_m", "parameters (M)", "top1_vs_params")):
+        own_sets = [group for _, group in cells.groupby("dataset")] if not cells.empty else []
+        fig, axes = plt.subplots(
+            1, 1 + len(own_sets), figsize=(5.2 * (1 + len(own_sets)), 4.6), layout="constrained", squeeze=False
+        )
+        ax = axes[0, 0]
+        for family, rows in paper.groupby(paper["family"].fillna("other"), sort=False):
+            label, colour, marker = _style(family)
+            rows = rows.sort_values(x)
+            if family in FAMILIES:
+                ax.plot(rows[x], rows["top1"], "-", color=colour, alpha=0.5)
+            ax.scatter(rows[x], rows["top1"], color=colour, marker=marker, s=36 if family in FAMILIES else 16)
+            for _, row in rows.iterrows():
+                if family in FAMILIES:
+                    _annotate(ax, row[x], row["top1"], row["model"].split(" ")[0])
+        ax.set(title="Published: ImageNet (224x224)", xlabel=xlabel, ylabel="top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        for ax, own in zip(axes[0, 1:], own_sets):
+            column, unit_label = ("gflops", xlabel) if x == "flops_g" else ("params_m", xlabel)
+            factor = 1.0
+            if x == "flops_g":
+                factor, unit = _flops_scale(own["gflops"])
+                unit_label = unit
+            for family, rows in own.groupby("family", sort=False):
+                label, colour, marker = _style(family)
+                rows = rows.sort_values(column)
+                ax.errorbar(
+                    rows[column] * factor,
+                    rows["top1_mean"],
+                    yerr=rows["top1_std"].fillna(0),
+                    fmt=marker,
+                    mfc="white",
+                    color=colour,
+                    capsize=3,
+                    ms=7,
+                )
+                for _, row in rows.iterrows():
+                    _annotate(ax, row[column] * factor, row["top1_mean"], row["label"])
+            ax.set(title=f"Own runs: {_dataset_label(own)}", xlabel=unit_label, ylabel="top-1 accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.margins(x=0.25, y=0.15)
+        handles = [
+            plt.Line2D([], [], color=colour, marker=marker, ls="", label=label)
+            for label, colour, marker in (*FAMILIES.values(), OTHER)
+        ] + [
+            plt.Line2D([], [], color="k", marker="o", ls="", label="published (filled)"),
+            plt.Line2D(
+                [], [], color="k", marker="o", mfc="white", ls="", label="own runs (open; mean ± std over seeds)"
+            ),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        what = "FLOPs (multiply-adds per image)" if x == "flops_g" else "parameters"
+        figures.append(
+            _save(
+                fig,
+                out_dir,
+                name,
+                f"Top-1 accuracy vs {what}",
+                "Published ImageNet numbers (left) beside this study's runs; own runs on another dataset are "
+                "drawn on their own axes, since their accuracy is not comparable with ImageNet's.",
+            )
+        )
+    return figures
+
+
+def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
+    """One figure per grid axis (the seed axis excluded), top-1 mean ± std over seeds."""
+    figures = []
+    for grid, keys in collection.axes.items():
+        runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names, g=grid: g in names)]
+        axes = [k for k in keys if k != SEED_AXIS]
+        if runs.empty or not axes:
+            continue
+        cells = aggregate(runs)
+        for axis in axes:
+            fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+            if axis == "model":
+                _plot_operators(ax, cells)
+                xlabel = "depth (layers)"
+            else:
+                _plot_axis(ax, cells, axis)
+                xlabel = AXIS_LABELS.get(axis, axis)
+            seeds = int(cells["seeds"].max())
+            ax.set(
+                title=f"{grid}: top-1 vs {xlabel}",
+                xlabel=xlabel,
+                ylabel=f"top-1 accuracy (%), mean ± std of {seeds} seed(s)",
+            )
+            ax.grid(alpha=0.3, axis="y")
+            name = f"ablation_{grid}_{axis.split('.')[-1]}".replace(" ", "_")
+            figures.append(
+                _save(
+                    fig,
+                    out_dir,
+                    name,
+                    f"{grid}: {xlabel}",
+                    f"Grid '{grid}' on {_dataset_label(cells)}; error bars: standard deviation over seeds.",
+                )
+            )
+    return figures
+
+
+def _plot_operators(ax, cells: pd.DataFrame) -> None:
+    """Grouped bars: one group per depth, one bar per family."""
+    depths = sorted(cells["depth"].dropna().unique())
+    families = [f for f in FAMILIES if f in set(cells["family"])] + sorted(set(cells["family"]) - set(FAMILIES))
+    width = 0.8 / len(families)
+    for i, family in enumerate(families):
+        label, colour, _ = _style(family)
+        rows = cells[cells["family"] == family].set_index("depth").reindex(depths)
+        positions = [d + (i - (len(families) - 1) / 2) * width for d in range(len(depths))]
+        bars = ax.bar(positions, rows["top1_mean"], width, yerr=rows["top1_std"].fillna(0), color=colour, capsize=3,
+                      label=label)  # fmt: skip
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in rows["top1_mean"]], padding=2, fontsize=8)
+    ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
+    low = (cells["top1_mean"] - cells["top1_std"].fillna(0)).min()
+    high = (cells["top1_mean"] + cells["top1_std"].fillna(0)).max()
+    ax.set_ylim(low - 2 * (high - low + 0.5), high + 0.6 * (high - low + 0.5))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+
+
+def _plot_axis(ax, cells: pd.DataFrame, axis: str) -> None:
+    values = cells[axis]
+    numeric = pd.api.types.is_numeric_dtype(values)
+    for family, rows in cells.groupby("family", sort=False):
+        label, colour, marker = _style(family)
+        rows = rows.sort_values(axis) if numeric else rows
+        x = rows[axis] if numeric else range(len(rows))
+        ax.errorbar(x, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt=f"-{marker}", color=colour,
+                    capsize=3, label=label)  # fmt: skip
+        for xi, (_, row) in zip(x, rows.iterrows()):
+            _annotate(ax, xi, row["top1_mean"], f"{row['top1_mean']:.2f}")
+        if not numeric:
+            ax.set_xticks(range(len(rows)), [str(v) for v in rows[axis]])
+    if numeric:
+        ax.set_xticks(sorted(values.unique()))
+    ax.margins(x=0.15, y=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+
+
+def speed_figure(collection: Collection, out_dir: Path) -> list[Figure]:
+    cells = aggregate(collection.runs)
+    if cells.empty or cells["images_per_s"].isna().all():
+        return []
+    cells = cells.assign(label=cell_labels(cells, collection.axes))
+    factor, unit = _flops_scale(cells["gflops"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    for family, rows in cells.groupby("family", sort=False):
+        label, colour, marker = _style(family)
+        left.errorbar(rows["images_per_s"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt=marker,
+                      color=colour, capsize=3, ms=7, label=label)  # fmt: skip
+        right.scatter(rows["gflops"] * factor, rows["images_per_s"], color=colour, marker=marker, s=40)
+        for _, row in rows.iterrows():
+            _annotate(left, row["images_per_s"], row["top1_mean"], row["label"])
+            _annotate(right, row["gflops"] * factor, row["images_per_s"], row["label"])
+    device = ", ".join(sorted(cells["device"].dropna().unique()))
+    left.set(title="Accuracy vs measured training speed", xlabel="training images/s", ylabel="top-1 accuracy (%)")
+    right.set(title="Measured speed vs FLOPs", xlabel=f"{unit} per image", ylabel="training images/s")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.margins(0.2)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    fig.suptitle(f"Speed on {device} ({_dataset_label(cells)})", fontsize=10)
+    return [
+        _save(
+            fig,
+            out_dir,
+            "speed",
+            "Speed: accuracy vs images/s, images/s vs FLOPs",
+            f"Training throughput recorded by each run (mean over epochs and seeds) on {device}. Fewer FLOPs do not "
+            "mean faster training: the right panel shows how far FLOPs are from measured speed.",
+        )
+    ]
+
+
+def all_figures(collection: Collection, out_dir: Path) -> list[Figure]:
+    out_dir = Path(out_dir)
+    return [
+        *complexity_figures(collection, out_dir),
+        *ablation_figures(collection, out_dir),
+        *speed_figure(collection, out_dir),
+    ]

@@ -1,0 +1,193 @@
+"""A report of a study: REPORT_DIR/report.md and a self-contained REPORT_DIR/report.html (figures inlined).
+
+It states the dataset of the runs, the number of seeds and the noise of one seed, has a table per grid, the
+comparison with the published numbers (own vs paper, each with its dataset), and every figure.
+"""
+
+import base64
+import html
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import SEED_AXIS, Collection, aggregate, paper_table, seed_noise
+from .plots import AXIS_LABELS, all_figures, cell_labels
+
+
+def _fmt(value, digits=2) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _accuracy(row) -> str:
+    text = f"{row['top1_mean']:.2f}"
+    if row["seeds"] > 1:
+        text += f" ± {row['top1_std']:.2f}"
+    return text + f" (n={int(row['seeds'])})"
+
+
+def grid_table(collection: Collection, grid: str) -> pd.DataFrame:
+    runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names: grid in names)]
+    cells = aggregate(runs)
+    axes = [k for k in collection.axes[grid] if k != SEED_AXIS]
+    table = pd.DataFrame({AXIS_LABELS.get(k, k): cells[k] for k in axes})
+    table["model"] = cells["model"]
+    table["params (M)"] = cells["params_m"].map(lambda v: f"{v:.3f}")
+    table["MFLOPs"] = (cells["gflops"] * 1e3).map(lambda v: f"{v:.2f}")
+    table["top-1 % (mean ± std, seeds)"] = cells.apply(_accuracy, axis=1)
+    table["top-5 %"] = cells["top5_mean"].map(lambda v: f"{v:.2f}")
+    table["train img/s"] = cells["images_per_s"].map(lambda v: f"{v:.0f}")
+    best = cells["top1_mean"].max()
+    table["Δ top-1 vs best"] = (cells["top1_mean"] - best).map(lambda v: f"{v:+.2f}")
+    return table.loc[:, ~table.columns.duplicated()]
+
+
+def paper_comparison(collection: Collection) -> pd.DataFrame:
+    """Own cells of the registered models beside the published row of the same model (ImageNet)."""
+    cells = aggregate(collection.runs)
+    if cells.empty:
+        return cells
+    cells = cells.assign(label=cell_labels(cells, collection.axes))
+    paper = paper_table().dropna(subset=["registry_name"]).set_index("registry_name")
+    rows = []
+    for _, cell in cells.iterrows():
+        published = paper.loc[cell["model"]] if cell["model"] in paper.index else None
+        rows.append(
+            {
+                "own run": cell["label"],
+                "own dataset": f"{cell['dataset']} {cell['input_size']}",
+                "own top-1 %": _accuracy(cell),
+                "own params (M)": f"{cell['params_m']:.3f}",
+                "own GFLOPs": f"{cell['gflops']:.4f}",
+                "paper model": published["model"] if published is not None else "-",
+                "paper top-1 % (ImageNet)": _fmt(published["top1"] if published is not None else None),
+                "paper params (M)": _fmt(published["params_m"] if published is not None else None),
+                "paper GFLOPs (224²)": _fmt(published["flops_g"] if published is not None else None),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ranking(collection: Collection) -> list[str]:
+    """At each depth with several families: own order of the families vs the paper's."""
+    cells = aggregate(collection.runs)
+    paper = paper_table().dropna(subset=["registry_name"])
+    lines = []
+    for depth, own in cells.groupby("depth"):
+        own = own.groupby("family")["top1_mean"].max()
+        if len(own) < 2:
+            continue
+        published = paper[(paper["depth"] == depth) & paper["family"].isin(own.index)]
+        published = published.groupby("family")["top1"].max()
+        own_order = " > ".join(f"{f} {v:.2f}" for f, v in own.sort_values(ascending=False).items())
+        paper_order = " > ".join(f"{f} {v:.2f}" for f, v in published.sort_values(ascending=False).items())
+        lines.append(f"- depth {int(depth)}: own {own_order}; paper (ImageNet) {paper_order or '-'}")
+    return lines
+
+
+def _setup_lines(collection: Collection) -> list[str]:
+    runs = collection.runs
+    datasets = sorted(set(runs["dataset"]))
+    noise, pooled = seed_noise(runs)
+    seeds = aggregate(runs)["seeds"]
+    lines = [
+        f"- Runs: {len(runs)} finished, from {', '.join(sorted(set(runs['directory'])))}; "
+        f"{collection.summary().split('; ', 1)[1] if 'left out' in collection.summary() else 'none left out'}.",
+        f"- Dataset of every own number: {', '.join(datasets)} (test set top-1). "
+        + (
+            "These are not ImageNet numbers: the published ImageNet numbers appear beside them only to compare "
+            "the shape of the results (which operator wins, how accuracy grows with cost)."
+            if datasets != ["imagenet"]
+            else "The same dataset as the published numbers."
+        ),
+        f"- Seeds: {int(seeds.min())} to {int(seeds.max())} per cell.",
+    ]
+    if noise is None:
+        lines.append("- Noise of one seed: unknown (no cell has two seeds); differences below ~1 point may be noise.")
+    else:
+        lines.append(
+            f"- Noise of one seed: the standard deviation of top-1 between seeds of one cell is {noise:.2f} points "
+            f"(pooled over {pooled} cells). A difference between two cells' means smaller than about "
+            f"{2 * noise:.2f} points is within that noise."
+        )
+    devices = ", ".join(sorted(set(runs["device"].dropna())))
+    commits = ", ".join(sorted({str(c)[:12] for c in runs["git_commit"].dropna()}))
+    lines.append(f"- Hardware: {devices}; code: commit {commits}.")
+    return lines
+
+
+def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    if collection.runs.empty:
+        from ablations.config import ConfigError
+
+        raise ConfigError("no finished runs to report on")
+    figures = all_figures(collection, out_dir / "figures")
+    title = "Involution study: results"
+    sections = [("Setup", "\n".join(_setup_lines(collection)))]
+    for grid in collection.axes:
+        table = grid_table(collection, grid)
+        if not table.empty:
+            sections.append((f"Grid `{grid}`", _markdown_table(table)))
+    comparison = paper_comparison(collection)
+    ranking = _ranking(collection)
+    sections.append(
+        (
+            "Comparison with the published numbers",
+            ("Order of the operators at each depth:\n" + "\n".join(ranking) + "\n\n" if ranking else "")
+            + _markdown_table(comparison),
+        )
+    )
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    markdown = [f"# {title}", f"Generated {stamp} by `python -m analysis report`."]
+    for heading, body in sections:
+        markdown += [f"## {heading}", body]
+    markdown.append("## Figures")
+    for figure in figures:
+        markdown += [f"### {figure.title}", f"![{figure.title}](figures/{figure.png.name})", figure.caption]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n\n".join(markdown) + "\n")
+
+    body = [f"<h1>{html.escape(title)}</h1><p>Generated {stamp} by <code>python -m analysis report</code>.</p>"]
+    body.append(
+        f"<h2>Setup</h2><ul>{''.join(f'<li>{html.escape(line[2:])}</li>' for line in _setup_lines(collection))}</ul>"
+    )
+    for grid in collection.axes:
+        table = grid_table(collection, grid)
+        if not table.empty:
+            body.append(f"<h2>Grid <code>{html.escape(grid)}</code></h2>" + table.to_html(index=False, border=0))
+    body.append("<h2>Comparison with the published numbers</h2>")
+    if ranking:
+        body.append("<p>Order of the operators at each depth:</p><ul>")
+        body += [f"<li>{html.escape(line[2:])}</li>" for line in ranking]
+        body.append("</ul>")
+    body.append(comparison.to_html(index=False, border=0))
+    body.append("<h2>Figures</h2>")
+    for figure in figures:
+        data = base64.b64encode(figure.png.read_bytes()).decode()
+        body.append(
+            f"<h3>{html.escape(figure.title)}</h3><img alt='{html.escape(figure.title)}' "
+            f"src='data:image/png;base64,{data}'><p>{html.escape(figure.caption)}</p>"
+        )
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:0.9em}td,th{padding:3px 8px;border-bottom:1px solid #ddd;"
+        "text-align:right}img{max-width:100%}"
+    )
+    html_path = out_dir / "report.html"
+    html_path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    return md_path, html_path
