@@ -77,4 +77,5 @@ def test_the_committed_example_redraws_on_a_fresh_clone(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path):
     command = [sys.executable, "-m", "analysis", "plots", str(tmp_path / "missing"), "--out", str(tmp_path)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip() == f"analysis: error: no results directory {tmp_path}/missing"
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"analysis: error: no results directory {tmp_path}/missing"
