@@ -114,13 +114,20 @@ def submit(executor, decisions: list[Decision], out_dir: Path, workers: int) -> 
 
 
 def wait_for(jobs: list, decisions: list[Decision], out_dir: Path, timeout_min: Optional[float]) -> bool:
-    """Poll until every job is done (True) or the timeout passes (False), with a progress bar of runs."""
+    """Poll until every job is done (True) or the timeout passes (False), with a progress bar of the runs'
+    epochs."""
     deadline = time.monotonic() + 60 * timeout_min if timeout_min else float("inf")
-    with tqdm(total=len(decisions), desc="runs", unit="run") as bar:
+    total = sum(d.config.optim.epochs for d in decisions)
+    with tqdm(total=total, desc=f"{len(decisions)} runs", unit="epoch") as bar:
         while True:
-            states = collections.Counter(_record_status(d.run_id, out_dir) for d in decisions)
-            ended = states[records.FINISHED] + states[records.FAILED]
-            bar.update(ended - bar.n)
+            found = [records.read_record(out_dir, d.run_id) for d in decisions]
+            states = collections.Counter(r.status if r else "new" for r in found)
+            # A failed run trains no more: its epochs count as done.
+            done = sum(
+                d.config.optim.epochs if r and r.status == records.FAILED else len(r.epochs) if r else 0
+                for d, r in zip(decisions, found)
+            )
+            bar.update(done - bar.n)
             bar.set_postfix(
                 running=states[records.RUNNING], finished=states[records.FINISHED], failed=states[records.FAILED]
             )
