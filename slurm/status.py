@@ -53,7 +53,8 @@ def report(out_dir: Path, log_lines: int = 20) -> str:
         if record.status == records.FAILED:
             if record.error:
                 rows.append("    error: " + record.error.strip().splitlines()[-1])
-            tail = log_tail(out_dir, submission.job_ids[0], log_lines) if submission else None
+            job = record.job_id or (submission.job_ids[0] if submission else None)  # the job that ran it
+            tail = log_tail(out_dir, job, log_lines) if job else None
             if tail:
                 rows.append("    log tail:\n" + "\n".join("      " + line for line in tail.splitlines()))
     rows += [f"unreadable: {problem}" for problem in problems]
