@@ -1,6 +1,5 @@
 """collect / plots / report on real run records: a tiny grid trained here, plus broken and unfinished ones."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,9 +68,7 @@ def test_the_committed_example_redraws_on_a_fresh_clone(tmp_path):
     figures = sorted(p.stem for p in tmp_path.glob("*.png"))
     assert len(figures) >= 5, figures
     assert {"top1_vs_flops", "top1_vs_params", "speed", "ablation_operator_model"} <= set(figures)
-    assert not list(EXAMPLE.glob("*/checkpoint.pt")), "records only"
-    manifests = list((EXAMPLE / "submissions").glob("*.json"))
-    assert manifests and json.loads(manifests[0].read_text())["executor"] == "local"
+    assert [p for p in EXAMPLE.iterdir() if p.suffix != ".json"] == [], "records only"
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
