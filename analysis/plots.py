@@ -200,21 +200,23 @@ def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
 
 
 def _plot_operators(ax, cells: pd.DataFrame) -> None:
-    """Grouped bars: one group per depth, one bar per family."""
+    """Side by side at each depth, one point per family (mean ± std): points, not bars, since the accuracy
+    axis does not start at zero."""
     depths = sorted(cells["depth"].dropna().unique())
     families = [f for f in FAMILIES if f in set(cells["family"])] + sorted(set(cells["family"]) - set(FAMILIES))
-    width = 0.8 / len(families)
+    width = 0.6 / max(1, len(families) - 1) if len(families) > 1 else 0
     for i, family in enumerate(families):
-        label, colour, _ = _style(family)
+        label, colour, marker = _style(family)
         rows = cells[cells["family"] == family].set_index("depth").reindex(depths)
         positions = [d + (i - (len(families) - 1) / 2) * width for d in range(len(depths))]
-        bars = ax.bar(positions, rows["top1_mean"], width, yerr=rows["top1_std"].fillna(0), color=colour, capsize=3,
-                      label=label)  # fmt: skip
-        ax.bar_label(bars, labels=[f"{v:.1f}" for v in rows["top1_mean"]], padding=2, fontsize=8)
+        ax.errorbar(positions, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt=marker, color=colour,
+                    capsize=4, ms=8, label=label)  # fmt: skip
+        for x, y in zip(positions, rows["top1_mean"]):
+            if pd.notna(y):
+                _annotate(ax, x, y, f"{y:.2f}")
     ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
-    low = (cells["top1_mean"] - cells["top1_std"].fillna(0)).min()
-    high = (cells["top1_mean"] + cells["top1_std"].fillna(0)).max()
-    ax.set_ylim(low - 2 * (high - low + 0.5), high + 0.6 * (high - low + 0.5))
+    ax.set_xlim(-0.6, len(depths) - 0.4)
+    ax.margins(y=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
 
