@@ -315,6 +315,9 @@ class Trainer:
         if existing and existing.status == records.FINISHED:
             return existing
         with self.claim():
+            existing = records.read_record(self.out_dir, self.run_id)
+            if existing and existing.status == records.FINISHED:  # by the job that held it a moment ago
+                return existing
             try:
                 self.build()
                 if self.checkpoint_path.exists():
