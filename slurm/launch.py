@@ -18,6 +18,7 @@ import argparse
 import collections
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -118,7 +119,9 @@ def wait_for(jobs: list, decisions: list[Decision], out_dir: Path, timeout_min: 
     epochs."""
     deadline = time.monotonic() + 60 * timeout_min if timeout_min else float("inf")
     total = sum(d.config.optim.epochs for d in decisions)
-    with tqdm(total=total, desc=f"{len(decisions)} runs", unit="epoch") as bar:
+    # Not on a terminal (CI, a job log), a line every 30 s rather than a redraw every poll.
+    interval = 1 if sys.stderr.isatty() else 30
+    with tqdm(total=total, desc=f"{len(decisions)} runs", unit="epoch", mininterval=interval) as bar:
         while True:
             found = [records.read_record(out_dir, d.run_id) for d in decisions]
             states = collections.Counter(r.status if r else "new" for r in found)
@@ -129,7 +132,10 @@ def wait_for(jobs: list, decisions: list[Decision], out_dir: Path, timeout_min: 
             )
             bar.update(done - bar.n)
             bar.set_postfix(
-                running=states[records.RUNNING], finished=states[records.FINISHED], failed=states[records.FAILED]
+                running=states[records.RUNNING],
+                finished=states[records.FINISHED],
+                failed=states[records.FAILED],
+                refresh=False,
             )
             if all(job.done() for job in jobs):
                 return True
