@@ -187,7 +187,15 @@ def summary(decisions: list[Decision], out_dir: Path) -> str:
 
 
 def _values(decision: Decision) -> str:
-    return "; ".join(f"{grid}: {values}" for grid, values in decision.grids.items())
+    """e.g. 'operator: model=rednet26 seed=0; kernel_size: kernel_size=3 seed=0'."""
+    return "; ".join(
+        f"{grid}: "
+        + " ".join(
+            f"{axis.split('.')[-1]}={value.get('name', '...') if isinstance(value, dict) else value}"
+            for axis, value in values.items()
+        )
+        for grid, values in decision.grids.items()
+    )
 
 
 def describe(decisions: list[Decision]) -> str:
