@@ -60,7 +60,9 @@ def _with_axes(runs: pd.DataFrame, axes: dict) -> pd.DataFrame:
         return runs
     configs = runs.pop("_config")
     for key in dict.fromkeys(key for keys in axes.values() for key in keys):
-        runs[key] = [_axis_value(config, key) for config in configs]
+        values = [_axis_value(config, key) for config in configs]
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None)
+        runs[key] = pd.array(values, dtype="Int64") if whole else values  # ints stay ints beside missing values
     return runs
 
 

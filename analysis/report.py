@@ -80,19 +80,22 @@ def paper_comparison(collection: Collection) -> pd.DataFrame:
 
 
 def _ranking(collection: Collection) -> list[str]:
-    """At each depth with several families: own order of the families vs the paper's."""
-    cells = aggregate(collection.runs)
+    """For every grid that sweeps the model: at each depth, the own order of the families vs the paper's."""
     paper = paper_table().dropna(subset=["registry_name"])
     lines = []
-    for depth, own in cells.groupby("depth"):
-        own = own.groupby("family")["top1_mean"].max()
-        if len(own) < 2:
+    for grid, axes in collection.axes.items():
+        if "model" not in axes:
             continue
-        published = paper[(paper["depth"] == depth) & paper["family"].isin(own.index)]
-        published = published.groupby("family")["top1"].max()
-        own_order = " > ".join(f"{f} {v:.2f}" for f, v in own.sort_values(ascending=False).items())
-        paper_order = " > ".join(f"{f} {v:.2f}" for f, v in published.sort_values(ascending=False).items())
-        lines.append(f"- depth {int(depth)}: own {own_order}; paper (ImageNet) {paper_order or '-'}")
+        runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names, g=grid: g in names)]
+        for depth, own in aggregate(runs).groupby("depth"):
+            own = own.groupby("family")["top1_mean"].mean()
+            if len(own) < 2:
+                continue
+            published = paper[(paper["depth"] == depth) & paper["family"].isin(own.index)]
+            published = published.groupby("family")["top1"].max()
+            own_order = " > ".join(f"{f} {v:.2f}" for f, v in own.sort_values(ascending=False).items())
+            paper_order = " > ".join(f"{f} {v:.2f}" for f, v in published.sort_values(ascending=False).items())
+            lines.append(f"- grid `{grid}`, depth {int(depth)}: own {own_order}; paper (ImageNet) {paper_order or '-'}")
     return lines
 
 
@@ -121,6 +124,10 @@ def _setup_lines(collection: Collection) -> list[str]:
             f"(pooled over {pooled} cells). A difference between two cells' means smaller than about "
             f"{2 * noise:.2f} points is within that noise."
         )
+    lines.append(
+        "- Speed: the training images/s each run measured while it ran; runs that trained at the same time "
+        "(e.g. `--parallel 2`) shared the machine."
+    )
     devices = ", ".join(sorted(set(runs["device"].dropna())))
     commits = ", ".join(sorted({str(c)[:12] for c in runs["git_commit"].dropna()}))
     lines.append(f"- Hardware: {devices}; code: commit {commits}.")
