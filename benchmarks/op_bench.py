@@ -45,18 +45,31 @@ class Row:
     train_bandwidth_pct: Optional[float] = None
 
 
-def involution_provider(backend: str) -> Callable:
-    return lambda x, kernel, stride: involution2d(x, kernel, stride, backend=backend)
+@dataclass
+class Provider:
+    """fn(x, kernel, stride) -> output; gradients are taken w.r.t. x, kernel and `parameters`."""
+
+    fn: Callable
+    parameters: tuple = ()
+    checked: bool = True  # computes the involution (compared with the reference)
 
 
-def compiled_reference() -> Callable:
+def involution_provider(backend: str) -> Provider:
+    return Provider(lambda x, kernel, stride: involution2d(x, kernel, stride, backend=backend))
+
+
+def compiled_reference() -> Provider:
     compiled = torch.compile(involution2d_reference)
-    return lambda x, kernel, stride: compiled(x, kernel, stride, (KERNEL_SIZE - 1) // 2, 1)
+    return Provider(lambda x, kernel, stride: compiled(x, kernel, stride, (KERNEL_SIZE - 1) // 2, 1))
 
 
-def depthwise_conv(channels: int, device, dtype) -> Callable:
+def depthwise_conv(channels: int, device, dtype) -> Provider:
     weight = torch.randn(channels, 1, KERNEL_SIZE, KERNEL_SIZE, device=device, dtype=dtype, requires_grad=True)
-    return lambda x, kernel, stride: F.conv2d(x, weight, stride=stride, padding=KERNEL_SIZE // 2, groups=channels)
+    return Provider(
+        lambda x, kernel, stride: F.conv2d(x, weight, stride=stride, padding=KERNEL_SIZE // 2, groups=channels),
+        parameters=(weight,),
+        checked=False,
+    )
 
 
 def providers(device: torch.device, channels: int, dtype, backends) -> dict:
@@ -77,21 +90,23 @@ def make_inputs(batch, channels, size, stride, device, dtype):
     return x, kernel
 
 
-def forward_and_backward(fn, x, kernel, stride):
-    x.grad = kernel.grad = None
-    fn(x, kernel, stride).sum().backward()
+def forward_and_backward(provider: Provider, x, kernel, stride):
+    """Output and every gradient, returned rather than accumulated into .grad: nothing outlives the call."""
+    out = provider.fn(x, kernel, stride)
+    inputs = [t for t in (x, kernel, *provider.parameters) if t.requires_grad]
+    torch.autograd.grad(out.sum(), inputs, allow_unused=True)
 
 
-def forward_only(fn, x, kernel, stride):
+def forward_only(provider: Provider, x, kernel, stride):
     with torch.no_grad():
-        fn(x, kernel, stride)
+        provider.fn(x, kernel, stride)
 
 
-def max_error(fn, x, kernel, stride) -> float:
+def max_error(provider: Provider, x, kernel, stride) -> float:
     """Largest absolute difference from the reference over output and gradients."""
     grad_out = torch.randn(x.shape[0], x.shape[1], kernel.shape[-2], kernel.shape[-1], device=x.device, dtype=x.dtype)
     results = []
-    for candidate in (fn, involution_provider("reference")):
+    for candidate in (provider.fn, involution_provider("reference").fn):
         out = candidate(x, kernel, stride)
         results.append((out, *torch.autograd.grad(out, (x, kernel), grad_out)))
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(*results))
@@ -116,17 +131,16 @@ def minimal_bytes(x, kernel, stride, train: bool) -> int:
 def benchmark_shape(args, device, dtype, channels, size, stride, bandwidth) -> list[Row]:
     x, kernel = make_inputs(args.batch, channels, size, stride, device, dtype)
     rows = []
-    for name, fn in providers(device, channels, dtype, args.backends).items():
-        is_involution = name != "cudnn depthwise"
+    for name, provider in providers(device, channels, dtype, args.backends).items():
         row = Row(
             channels,
             size,
             stride,
             name,
-            forward_ms=timed_ms(partial(forward_only, fn, x, kernel, stride), device, args.repeats),
-            train_ms=timed_ms(partial(forward_and_backward, fn, x, kernel, stride), device, args.repeats),
-            train_peak_mib=peak_memory_mib(partial(forward_and_backward, fn, x, kernel, stride), device),
-            max_error=max_error(fn, x, kernel, stride) if is_involution and name != "reference" else None,
+            forward_ms=timed_ms(partial(forward_only, provider, x, kernel, stride), device, args.repeats),
+            train_ms=timed_ms(partial(forward_and_backward, provider, x, kernel, stride), device, args.repeats),
+            train_peak_mib=peak_memory_mib(partial(forward_and_backward, provider, x, kernel, stride), device),
+            max_error=max_error(provider, x, kernel, stride) if provider.checked and name != "reference" else None,
         )
         if bandwidth:
             row.forward_bandwidth_pct = 100 * minimal_bytes(x, kernel, stride, False) / row.forward_ms / bandwidth

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import BACKENDS, involution2d, local_correlation
+from .ops import canonical_backend, involution2d, local_correlation
 
 KERNEL_GENERATIONS = ("bottleneck", "linear", "dot_product")
 
@@ -106,8 +106,6 @@ class Involution2d(nn.Module):
             raise ValueError(
                 f"Involution2d: unknown kernel_generation {kernel_generation!r}, expected one of {KERNEL_GENERATIONS}"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"Involution2d: unknown backend {backend!r}, expected one of {BACKENDS}")
         self.channels = channels
         self.kernel_size = kernel_size
         self.stride = stride
@@ -116,7 +114,7 @@ class Involution2d(nn.Module):
         self.reduction_ratio = reduction_ratio
         self.dilation = dilation
         self.kernel_generation = kernel_generation
-        self.backend = backend
+        self.backend = canonical_backend(backend, "Involution2d")
         self.pool = CeilAvgPool2d(stride) if stride > 1 else nn.Identity()
         reduced = channels // reduction_ratio
         weights = kernel_size**2 * self.groups

@@ -4,22 +4,25 @@
 - ``local_correlation``: query-key dot products over K x K windows (``involution::correlate``), the
   kernel of dot-product involution and of local self-attention.
 The two are each other's gradients (with ``involution::aggregate_grad_input``), so three kernels per
-backend cover both ops and their backward passes. The fast backends ("cpu", "triton") run inside custom
+backend cover both ops and their backward passes. The fast backends ("torch", "triton") run inside custom
 ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) traces models that use
 them and fvcore sees one op to count. The "reference" backend and ONNX export use the unfold
 decomposition directly.
 """
 
 import os
+import warnings
 from types import ModuleType
 from typing import Optional
 
 import torch
 
-from . import cpu
+from . import torch_ops
 from .reference import involution2d_reference, local_correlation_reference
 
-BACKENDS = ("auto", "reference", "cpu", "triton")
+BACKENDS = ("auto", "reference", "torch", "triton")
+# Former backend names: still accepted, with a DeprecationWarning naming the current one.
+RENAMED_BACKENDS = {"cpu": "torch"}
 
 
 def involution2d(
@@ -34,8 +37,8 @@ def involution2d(
 
     Channel c is weighted by kernel group ``c // (C // G)``; ``padding`` defaults to
     ``dilation * (K - 1) // 2``. Returns (B, C, Ho, Wo) in the input's dtype (fp32 accumulation).
-    ``backend``: "auto" (Triton on CUDA, the memory-efficient path elsewhere), "reference" (unfold),
-    "cpu" or "triton".
+    ``backend``: "auto" (Triton on CUDA, the memory-efficient torch path elsewhere), "reference" (unfold),
+    "torch" (the memory-efficient path in plain torch ops, any device) or "triton".
     """
     _check_tensors("involution2d", ("input", input, "(B, C, H, W)"), ("kernel", kernel, "(B, G, K, K, Ho, Wo)"))
     if padding is None:
@@ -147,11 +150,26 @@ def _autocast(input, kernel):
     return input.to(dtype), kernel.to(dtype)
 
 
-def _resolve_backend(backend: str, input: torch.Tensor) -> str:
+def canonical_backend(backend: str, owner: str = "involution") -> str:
+    """`backend` checked against BACKENDS, with a former name replaced by its current one (and a warning)."""
+    if backend in RENAMED_BACKENDS:
+        current = RENAMED_BACKENDS[backend]
+        warnings.warn(
+            f"{owner}: backend={backend!r} is deprecated, use backend={current!r} (the same path: plain torch ops, "
+            "any device)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return current
     if backend not in BACKENDS:
-        raise ValueError(f"involution: unknown backend {backend!r}, expected one of {BACKENDS}")
+        raise ValueError(f"{owner}: unknown backend {backend!r}, expected one of {BACKENDS}")
+    return backend
+
+
+def _resolve_backend(backend: str, input: torch.Tensor) -> str:
+    backend = canonical_backend(backend)
     if backend == "auto":
-        return "triton" if input.is_cuda and _triton_available() else "cpu"
+        return "triton" if input.is_cuda and _triton_available() else "torch"
     if backend == "triton" and input.device.type != "cuda" and not _triton_interpreting():
         raise ValueError(
             "involution: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
@@ -178,7 +196,7 @@ def _implementation(backend: str) -> ModuleType:
         from . import triton_kernels
 
         return triton_kernels
-    return cpu
+    return torch_ops
 
 
 @torch.library.custom_op("involution::aggregate", mutates_args=())
