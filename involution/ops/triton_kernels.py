@@ -46,11 +46,11 @@ def _configs(block_sizes_and_warps, interpreter_block):
 
 
 # Pixel-major tiles [BLOCK_P, BLOCK_C<=32]: 16..64 fp32 accumulators per thread at the largest sizes.
-_PIXEL_TILES = _configs([(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)], interpreter_block=64)
+_PIXEL_TILES = _configs([(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)], interpreter_block=256)
 # Tap-major tiles [KK_PAD, BLOCK_P] (KK_PAD = 64 for K = 7).
-_TAP_TILES = _configs([(32, 4), (64, 4), (64, 8), (128, 8)], interpreter_block=32)
+_TAP_TILES = _configs([(32, 4), (64, 4), (64, 8), (128, 8)], interpreter_block=128)
 # Fused forward: [BLOCK_P, BLOCK_C] accumulator plus a [BLOCK_P, R] feature tile and a tl.dot per tap.
-_FUSED_TILES = _configs([(32, 4), (64, 4), (128, 4), (128, 8)], interpreter_block=32)
+_FUSED_TILES = _configs([(32, 4), (64, 4), (128, 4), (128, 8)], interpreter_block=128)
 # Tuned per shape family: channels per group, pixels, layout (an input channel stride of 1 is channels_last).
 _TUNING_KEY = ["channels_per_group", "num_pixels", "channel_stride", "K", "STRIDE"]
 
