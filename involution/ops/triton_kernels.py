@@ -19,7 +19,8 @@ Tensor strides are passed to the kernels, so channels_last and other non-contigu
 copies; with channels_last the BLOCK_C channels of a pixel are contiguous. Per-batch and per-channel offsets are
 64-bit; offsets inside one (batch, channel) plane are int32, which the launchers check. Loads are in the
 tensors' dtype, accumulation in fp32 (fp64 for fp64). Block sizes are autotuned per shape family on the GPU;
-under Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) one fixed configuration is used.
+under Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) and with INVOLUTION_AUTOTUNE=0 each kernel runs
+its default configuration.
 """
 
 import os
@@ -35,22 +36,28 @@ _ACCUMULATOR = {
     torch.float32: tl.float32,
     torch.float64: tl.float64,
 }
-_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+# Autotuning benchmarks every candidate per new shape family: off under Triton's interpreter (it would run
+# every candidate) and with INVOLUTION_AUTOTUNE=0 (the tests, which try many shapes), where each kernel uses
+# its default configuration.
+_AUTOTUNE = os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("INVOLUTION_AUTOTUNE", "1") != "0"
 
 
-def _configs(block_sizes_and_warps, interpreter_block):
-    """Autotuning candidates (BLOCK_P, num_warps); a single one under the interpreter (no benchmarking there)."""
-    if _INTERPRETING:
-        return [triton.Config({"BLOCK_P": interpreter_block}, num_warps=4)]
-    return [triton.Config({"BLOCK_P": block}, num_warps=warps) for block, warps in block_sizes_and_warps]
+def _configs(candidates, default):
+    """triton.Configs for (BLOCK_P, num_warps) pairs: every candidate when autotuning, else only the default."""
+    return [
+        triton.Config({"BLOCK_P": block}, num_warps=warps) for block, warps in (candidates if _AUTOTUNE else [default])
+    ]
 
 
-# Pixel-major tiles [BLOCK_P, BLOCK_C<=32]: 16..64 fp32 accumulators per thread at the largest sizes.
-_PIXEL_TILES = _configs([(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)], interpreter_block=256)
+# Pixel-major tiles [BLOCK_P, BLOCK_C<=32]: up to 64 fp32 accumulators per thread.
+PIXEL_TILE_CANDIDATES = [(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)]
 # Tap-major tiles [KK_PAD, BLOCK_P] (KK_PAD = 64 for K = 7).
-_TAP_TILES = _configs([(32, 4), (64, 4), (64, 8), (128, 8)], interpreter_block=128)
-# Fused forward: [BLOCK_P, BLOCK_C] accumulator plus a [BLOCK_P, R] feature tile and a tl.dot per tap.
-_FUSED_TILES = _configs([(32, 4), (64, 4), (128, 4), (128, 8)], interpreter_block=128)
+TAP_TILE_CANDIDATES = [(32, 4), (64, 4), (64, 8), (128, 8)]
+# Fused forward: a [BLOCK_P, BLOCK_C] accumulator, a [BLOCK_P, R] feature tile and a tl.dot per tap.
+FUSED_TILE_CANDIDATES = [(32, 4), (64, 4), (128, 4), (128, 8)]
+_PIXEL_TILES = _configs(PIXEL_TILE_CANDIDATES, default=(256, 4))
+_TAP_TILES = _configs(TAP_TILE_CANDIDATES, default=(128, 8))
+_FUSED_TILES = _configs(FUSED_TILE_CANDIDATES, default=(128, 8))
 # Tuned per shape family: channels per group, pixels, layout (an input channel stride of 1 is channels_last).
 _TUNING_KEY = ["channels_per_group", "num_pixels", "channel_stride", "K", "STRIDE"]
 

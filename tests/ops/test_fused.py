@@ -114,6 +114,26 @@ def test_channels_last_and_non_contiguous_inputs():
     assert_matches(actual, expected, torch.float32, 1e-5, 1e-5)
 
 
+@needs_triton
+def test_every_autotuning_candidate_is_exact(monkeypatch):
+    """Autotuning may pick any candidate on a GPU: each one, forced, gives the reference's results."""
+    import triton
+
+    from involution.ops import triton_kernels
+
+    autotuner = triton_kernels._fused_forward_kernel
+    (x, features, weight, bias), _ = make_problem(1, 40, 5, 24, 7, 9, 3, 2, 1)
+    kernel = F.conv2d(features.double(), weight.double()[:, :, None, None], bias.double()).unflatten(1, (5, 3, 3))
+    expected = involution2d_reference(x.double(), kernel, 2, 1, 1)
+    for block, warps in triton_kernels.FUSED_TILE_CANDIDATES:
+        monkeypatch.setattr(autotuner, "configs", [triton.Config({"BLOCK_P": block}, num_warps=warps)])
+        autotuner.cache.clear()
+        actual = triton_kernels.fused_forward(x, features, weight, bias, 3, 5, 2, 1, 1)
+        message = f"BLOCK_P={block}: "
+        torch.testing.assert_close(actual.double(), expected, atol=1e-5, rtol=1e-5, msg=lambda m, s=message: s + m)
+    autotuner.cache.clear()
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_other_backends_compute_the_kernel_map(backend):
     tensors, grad_out = make_problem(1, 8, 2, 4, 7, 6, 3, 2, 2, torch.float64)
