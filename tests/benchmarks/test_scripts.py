@@ -42,8 +42,14 @@ def test_model_benchmark_compares_with_resnet(tmp_path):
         "1",
         "--backends",
         "torch",
+        "--fused",
         "--json",
         str(tmp_path / "model.json"),
     )
     rows = json.loads((tmp_path / "model.json").read_text())["rows"]
-    assert [(r["model"], r["backend"]) for r in rows] == [("rednet50", "torch"), ("resnet50", "-")]
+    assert [(r["model"], r["backend"], r["mode"]) for r in rows] == [
+        ("rednet50", "torch", "eager"),
+        ("rednet50", "torch fused", "eager"),
+        ("resnet50", "-", "eager"),
+    ]
+    assert rows[0]["flops_g"] == rows[1]["flops_g"]
