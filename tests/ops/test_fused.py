@@ -142,6 +142,16 @@ def test_other_backends_compute_the_kernel_map(backend):
     assert_matches(actual, reference(tensors, grad_out.cpu(), 3, 2, 2, 2), torch.float64, 1e-10, 1e-7)
 
 
+def test_autocast_runs_in_the_autocast_dtype():
+    (x, features, weight, bias), _ = make_problem(1, 8, 2, 4, 7, 6, 3, 1, 1)
+    x, features, weight, bias = (t.cpu() for t in (x, features, weight, bias))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_involution2d(x, features.bfloat16(), weight, bias, 3, 2, backend="torch")
+    assert out.dtype == torch.bfloat16
+    expected = fused_involution2d(x, features, weight, bias, 3, 2, backend="reference")
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.02)
+
+
 @needs_triton
 def test_opcheck_fake_kernel_and_autograd():
     (x, features, weight, bias), _ = make_problem(2, 16, 2, 8, 7, 5, 3, 2, 1)
