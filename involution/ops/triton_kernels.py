@@ -3,7 +3,8 @@ generates the kernel from reduced features inside the aggregation.
 
 Design: every output element is accumulated by one thread, in registers; nothing is reduced across threads.
 - forward: a program owns (batch, BLOCK_C channels of one group, BLOCK_P output pixels) and a [BLOCK_P, BLOCK_C]
-  fp32 accumulator. The K*K taps are unrolled at compile time; per tap it loads the group's weights for its
+  fp32 accumulator. It loops over the K*K taps (a loop rather than unrolled, which keeps each
+  (K, stride, dilation) variant small to compile); per tap it loads the group's weights for its
   pixels (BLOCK_P values, shared by the BLOCK_C channels) and the input under the tap ([BLOCK_P, BLOCK_C]),
   and multiply-adds. The K*K shifted reads of one input tile and its halo overlap, so after the first tap
   they are served by L1 (Triton has no addressable shared memory in which to stage the halo explicitly).
@@ -122,10 +123,10 @@ def _forward_kernel(
     x_channels = x_ptr + b * sxb + channel * channel_stride  # [BLOCK_C] pointers
     w_pixels = w_ptr + b * swb + g.to(tl.int64) * swg + i * swh + j * sww  # [BLOCK_P] pointers
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    for u in tl.static_range(K):
+    for u in range(K):
         h = i * STRIDE + u * DILATION - padding
         row_mask = p_mask & (h >= 0) & (h < height)
-        for v in tl.static_range(K):
+        for v in range(K):
             w = j * STRIDE + v * DILATION - padding
             in_mask = row_mask & (w >= 0) & (w < width)
             weight = tl.load(w_pixels + u * swu + v * swv, mask=p_mask, other=0.0).to(ACC)
@@ -192,11 +193,11 @@ def _grad_input_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     # Output pixel (i, j) whose tap (u, v) read input pixel (y, x): i*STRIDE + u*DILATION - padding == y.
     # The non-negativity test comes first in the mask, so truncating division of negatives is harmless.
-    for u in tl.static_range(K):
+    for u in range(K):
         row = y + padding - u * DILATION
         i = row // STRIDE
         row_mask = p_mask & (row >= 0) & (row % STRIDE == 0) & (i < out_height)
-        for v in tl.static_range(K):
+        for v in range(K):
             col = x + padding - v * DILATION
             j = col // STRIDE
             read_mask = row_mask & (col >= 0) & (col % STRIDE == 0) & (j < out_width)
@@ -348,10 +349,10 @@ def _fused_forward_kernel(
     gen_mask = r_mask[:, None] & c_mask[None, :]
     x_channels = x_ptr + b * sxb + channel * channel_stride
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for u in tl.static_range(K):
+    for u in range(K):
         h = i * STRIDE + u * DILATION - padding
         row_mask = p_mask & (h >= 0) & (h < height)
-        for v in tl.static_range(K):
+        for v in range(K):
             row = first_row + (u * K + v)
             generator = tl.load(gen_columns + (row * sgo)[None, :], mask=gen_mask, other=0.0)  # [BLOCK_R, BLOCK_C]
             bias = tl.load(bias_ptr + row, mask=c_mask, other=0.0).to(tl.float32)
