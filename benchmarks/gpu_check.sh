@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one run of at most ~9 minutes (each stage has its own time limit; a stage that runs out
+# The GPU check, in one run of at most 9.5 minutes (each stage has its own time limit; a stage that runs out
 # is reported with the partial output it logged):
 #   1. tests/ops on CUDA: every Triton kernel, the fused one and each autotuning candidate against the
 #      reference (three pytest processes in parallel: most of their time is Triton compiling);
@@ -65,9 +65,9 @@ fi
 if "$PYTHON" -c "import pytest, hypothesis" 2> /dev/null; then
     # -o addopts=: the project's addopts need pytest-timeout; `timeout` bounds the run instead.
     PYTEST=("$PYTHON" -m pytest -q -p no:cacheprovider -o addopts= -rs)
-    stage tests_triton 200 "${PYTEST[@]}" tests/ops/test_triton_kernels.py &
-    stage tests_fused 200 "${PYTEST[@]}" tests/ops/test_fused.py &
-    stage tests_ops 200 "${PYTEST[@]}" tests/ops/test_op.py tests/ops/test_correlation.py &
+    stage tests_triton 180 "${PYTEST[@]}" tests/ops/test_triton_kernels.py &
+    stage tests_fused 180 "${PYTEST[@]}" tests/ops/test_fused.py &
+    stage tests_ops 180 "${PYTEST[@]}" tests/ops/test_op.py tests/ops/test_correlation.py &
     wait
 else
     echo "- tests: SKIPPED, pytest/hypothesis not importable (run \`bash benchmarks/gpu_check.sh fetch\` and carry $WHEELS)" \
@@ -75,11 +75,11 @@ else
 fi
 
 BENCH=("$PYTHON" benchmarks/op_bench.py --batch 64 --backends reference torch triton)
-stage op_bf16 110 "${BENCH[@]}" --dtype bfloat16 --json "$OUT/op_bf16.json"
-stage op_fp32 110 "${BENCH[@]}" --dtype float32 --json "$OUT/op_fp32.json"
+stage op_bf16 100 "${BENCH[@]}" --dtype bfloat16 --json "$OUT/op_bf16.json"
+stage op_fp32 90 "${BENCH[@]}" --dtype float32 --json "$OUT/op_fp32.json"
 MODELS=("$PYTHON" benchmarks/model_bench.py --batch 64 --amp bf16 --models resnet50 rednet50 --backends triton --fused)
-stage model_eager 90 "${MODELS[@]}" --modes eager --json "$OUT/model_eager.json"
-stage model_compiled 150 "${MODELS[@]}" --modes compiled --json "$OUT/model_compiled.json"
+stage model_eager 80 "${MODELS[@]}" --modes eager --json "$OUT/model_eager.json"
+stage model_compiled 120 "${MODELS[@]}" --modes compiled --json "$OUT/model_compiled.json"
 
 echo | tee -a "$SUMMARY"
 "$PYTHON" benchmarks/gpu_summary.py "$OUT" | tee -a "$SUMMARY"

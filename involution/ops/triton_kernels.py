@@ -60,6 +60,8 @@ _PIXEL_TILES = _configs(PIXEL_TILE_CANDIDATES, default=(256, 4))
 _TAP_TILES = _configs(TAP_TILE_CANDIDATES, default=(128, 8))
 _FUSED_TILES = _configs(FUSED_TILE_CANDIDATES, default=(128, 8))
 # Tuned per shape family: channels per group, pixels, layout (an input channel stride of 1 is channels_last).
+# Sizes are not specialised on (Triton would compile a variant per size divisible by 16, or equal to 1);
+# strides are, so that contiguous and aligned accesses are known at compile time.
 _TUNING_KEY = ["channels_per_group", "num_pixels", "channel_stride", "K", "STRIDE"]
 
 
@@ -74,7 +76,18 @@ def _channel_block(pid_channels, channels_per_group, blocks_per_group, BLOCK_C: 
 
 
 @triton.autotune(configs=_PIXEL_TILES, key=_TUNING_KEY)
-@triton.jit
+@triton.jit(
+    do_not_specialize=[
+        "channels_per_group",
+        "blocks_per_group",
+        "channel_blocks",
+        "height",
+        "width",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
 def _forward_kernel(
     x_ptr,
     w_ptr,
@@ -142,7 +155,18 @@ def _forward_kernel(
 
 
 @triton.autotune(configs=_PIXEL_TILES, key=_TUNING_KEY)
-@triton.jit
+@triton.jit(
+    do_not_specialize=[
+        "channels_per_group",
+        "blocks_per_group",
+        "channel_blocks",
+        "width",
+        "out_height",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
 def _grad_input_kernel(
     go_ptr,
     w_ptr,
@@ -214,7 +238,7 @@ def _grad_input_kernel(
 
 
 @triton.autotune(configs=_TAP_TILES, key=_TUNING_KEY)
-@triton.jit
+@triton.jit(do_not_specialize=["channels_per_group", "groups", "height", "width", "out_width", "num_pixels", "padding"])
 def _grad_kernel_kernel(
     go_ptr,
     x_ptr,
@@ -283,7 +307,19 @@ def _grad_kernel_kernel(
 
 
 @triton.autotune(configs=_FUSED_TILES, key=_TUNING_KEY + ["reduced"])
-@triton.jit
+@triton.jit(
+    do_not_specialize=[
+        "channels",
+        "channels_per_group",
+        "reduced",
+        "channel_blocks",
+        "height",
+        "width",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
 def _fused_forward_kernel(
     x_ptr,
     f_ptr,
