@@ -2,6 +2,7 @@
 
 import argparse
 import ctypes
+import gc
 import platform
 import statistics
 import time
@@ -34,7 +35,10 @@ def _process_status_bytes(key: str) -> int:
 
 
 def peak_memory_mib(run: Callable, device: torch.device) -> float:
-    """Peak memory above what was allocated before the run (CUDA allocator stats, or peak RSS on Linux)."""
+    """Peak memory above what was allocated before the run (CUDA allocator stats, or peak RSS on Linux).
+    run() must not keep its results (outputs, gradients) alive after it returns, or the next measurement
+    would start from a state that still holds them."""
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -65,7 +69,7 @@ def common_arguments(description: str, repeats: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, help="default: 64 on CUDA, 8 on CPU")
-    parser.add_argument("--backends", nargs="+", help="default: reference cpu (+ triton on CUDA)")
+    parser.add_argument("--backends", nargs="+", help="default: reference torch (+ triton on CUDA)")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per measurement on CPU (median)")
     parser.add_argument("--json", help="also write the rows and the environment to this file")
     return parser
@@ -75,5 +79,7 @@ def resolve_defaults(args) -> torch.device:
     """Fill in the device-dependent defaults of common_arguments; returns the device."""
     device = torch.device(args.device)
     args.batch = args.batch or (64 if device.type == "cuda" else 8)
-    args.backends = args.backends or (["reference", "cpu", "triton"] if device.type == "cuda" else ["reference", "cpu"])
+    args.backends = args.backends or (
+        ["reference", "torch", "triton"] if device.type == "cuda" else ["reference", "torch"]
+    )
     return device

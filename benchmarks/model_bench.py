@@ -1,18 +1,23 @@
 """RedNet vs ResNet (and SASA) side by side: a training step and inference, images/s and peak memory.
 
-Every involution model is timed once per op backend; the ratios compare it with ResNet-50 measured in
-the same run (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G).
+Every involution model is timed once per op backend (and with fused kernel generation, --fused), eagerly
+and/or under torch.compile (--modes); the ratios compare it with ResNet-50 measured in the same run and
+mode (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G). Compiled rows also give the compile time
+(the first training step plus the first inference, each minus one warm call).
 
     python benchmarks/model_bench.py                       # CPU: batch 8; CUDA: batch 64, bf16 autocast
     python benchmarks/model_bench.py --models rednet50 resnet50 sasa50 --size 160
+    python benchmarks/model_bench.py --backends triton --fused --modes eager compiled
 """
 
 import json
+import time
 
 import torch
 import torch.nn.functional as F
 from measure import common_arguments, environment, peak_memory_mib, resolve_defaults, timed_ms
 
+from involution import Involution2d
 from involution.complexity import count_flops
 from involution.models import build_model
 
@@ -39,36 +44,61 @@ def inference_fn(model, images, autocast_dtype):
     return infer
 
 
-def measure(name, backend, args, device, images, labels) -> dict:
-    overrides = {} if name.startswith("resnet") else {"backend": backend}
+def first_call_s(run, device) -> float:
+    """Wall time of a first call (which compiles, under torch.compile)."""
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def build(name, backend, fused, device):
+    overrides = {} if backend is None else {"backend": backend}
     model = build_model(name, **overrides).to(device, memory_format=torch.channels_last)
+    for module in model.modules():
+        if isinstance(module, Involution2d):
+            module.fused = fused
+    return model
+
+
+def measure(name, backend, fused, mode, args, device, images, labels) -> dict:
+    model = build(name, backend, fused, device)
     flops_g = count_flops(model, images.shape[1:]) / 1e9
+    runnable = torch.compile(model) if mode == "compiled" else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    step = train_step_fn(model.train(), optimizer, images, labels, args.autocast_dtype)
+    model.train()
+    step = train_step_fn(runnable, optimizer, images, labels, args.autocast_dtype)
+    compile_s = first_call_s(step, device) - first_call_s(step, device)
     train_ms = timed_ms(step, device, args.repeats)
     train_peak = peak_memory_mib(step, device)
-    infer = inference_fn(model.eval(), images, args.autocast_dtype)
+    model.eval()
+    infer = inference_fn(runnable, images, args.autocast_dtype)
+    compile_s += first_call_s(infer, device) - first_call_s(infer, device)
     infer_ms = timed_ms(infer, device, args.repeats)
+    label = "-" if backend is None else backend + (" fused" if fused else "")
     return {
         "model": name,
-        "backend": backend if overrides else "-",
+        "backend": label,
+        "mode": mode,
         "flops_g": flops_g,
         "train_ms": train_ms,
         "train_img_s": 1e3 * len(images) / train_ms,
         "train_peak_mib": train_peak,
         "infer_ms": infer_ms,
         "infer_img_s": 1e3 * len(images) / infer_ms,
+        "compile_s": compile_s if mode == "compiled" else None,
     }
 
 
 def format_table(rows: list[dict]) -> str:
-    base = next((r for r in rows if r["model"] == BASELINE), None)
     lines = [
-        f"| model | backend | GFLOPs | train img/s | train time x {BASELINE} | train peak MiB | peak x {BASELINE} "
-        f"| infer img/s | infer time x {BASELINE} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| model | backend | mode | GFLOPs | train img/s | train time x {BASELINE} | train peak MiB "
+        f"| peak x {BASELINE} | infer img/s | infer time x {BASELINE} | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        base = next((b for b in rows if b["model"] == BASELINE and b["mode"] == r["mode"]), None)
         ratios = (
             ["-"] * 3
             if base is None
@@ -78,9 +108,11 @@ def format_table(rows: list[dict]) -> str:
                 f"{r['infer_ms'] / base['infer_ms']:.2f}",
             ]
         )
+        compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['flops_g']:.2f} | {r['train_img_s']:.1f} | {ratios[0]} "
-            f"| {r['train_peak_mib']:.0f} | {ratios[1]} | {r['infer_img_s']:.1f} | {ratios[2]} |"
+            f"| {r['model']} | {r['backend']} | {r['mode']} | {r['flops_g']:.2f} | {r['train_img_s']:.1f} "
+            f"| {ratios[0]} | {r['train_peak_mib']:.0f} | {ratios[1]} | {r['infer_img_s']:.1f} | {ratios[2]} "
+            f"| {compile_s} |"
         )
     return "\n".join(lines)
 
@@ -90,6 +122,8 @@ def parse_args():
     parser.add_argument("--models", nargs="+", default=["rednet50", BASELINE])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], help="default: bf16 on CUDA, none on CPU")
+    parser.add_argument("--fused", action="store_true", help="also time RedNets with Involution2d(fused=True)")
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager"])
     return parser.parse_args()
 
 
@@ -104,15 +138,21 @@ def main():
     env = environment(device)
     print(f"# batch {args.batch} at {args.size}x{args.size}, amp {amp}, channels_last, {env}")
     rows = []
-    for name in args.models:
-        for backend in [None] if name.startswith("resnet") else args.backends:
-            rows.append(measure(name, backend, args, device, images, labels))
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    for mode in args.modes:
+        for name in args.models:
+            for backend in [None] if name.startswith("resnet") else args.backends:
+                for fused in [False, True] if args.fused and name.startswith("rednet") else [False]:
+                    rows.append(measure(name, backend, fused, mode, args, device, images, labels))
+                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if args.json:  # after every row, so that a run cut short leaves what it measured
+                        write_json(args, env, rows)
     print("\n" + format_table(rows))
-    if args.json:
-        with open(args.json, "w") as out:
-            settings = {k: v for k, v in vars(args).items() if k != "autocast_dtype"}
-            json.dump({"environment": env, "args": settings, "rows": rows}, out, indent=1)
+
+
+def write_json(args, env, rows):
+    with open(args.json, "w") as out:
+        settings = {k: v for k, v in vars(args).items() if k != "autocast_dtype"}
+        json.dump({"environment": env, "args": settings, "rows": rows}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from .complexity import count_flops, count_params
 from .models import build_model, list_models
 from .module import Involution2d
-from .ops import BACKENDS, involution2d, local_correlation
+from .ops import BACKENDS, fused_involution2d, involution2d, local_correlation
 
 __all__ = [
     "BACKENDS",
@@ -11,6 +11,7 @@ __all__ = [
     "build_model",
     "count_flops",
     "count_params",
+    "fused_involution2d",
     "involution2d",
     "list_models",
     "local_correlation",

@@ -86,7 +86,22 @@ def correlation_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * channels * out_h * out_w * kernel_h * kernel_w
 
 
-FVCORE_HANDLES = {"involution::aggregate": involution_flop_handle, "involution::correlate": correlation_flop_handle}
+def fused_involution_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore handle for ``involution::fused_aggregate``: the 1x1 generation (G*K*K*R) plus the aggregation
+    (K*K*C), per output pixel."""
+    from fvcore.nn.jit_handles import get_shape
+
+    batch, channels, out_h, out_w = get_shape(outputs[0])
+    rows, reduced = get_shape(inputs[2])
+    kernel_size = inputs[4].toIValue()
+    return batch * out_h * out_w * (rows * reduced + channels * kernel_size**2)
+
+
+FVCORE_HANDLES = {
+    "involution::aggregate": involution_flop_handle,
+    "involution::correlate": correlation_flop_handle,
+    "involution::fused_aggregate": fused_involution_flop_handle,
+}
 
 
 def flop_count_analysis(model, inputs):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import BACKENDS, involution2d, local_correlation
+from .ops import canonical_backend, fused_involution2d, involution2d, local_correlation
 
 KERNEL_GENERATIONS = ("bottleneck", "linear", "dot_product")
 
@@ -82,6 +82,9 @@ class Involution2d(nn.Module):
       un-projected input, i.e. self-attention as an instance of involution.
     With stride > 1, pool is a stride x stride average pool that rounds up (CeilAvgPool2d), so the kernel
     map has the output's size on odd inputs too (the official code rounds down there).
+    ``fused=True`` (bottleneck and linear generation) computes conv2 and the aggregation together with
+    ``fused_involution2d``: on the Triton backend the (B, G, K, K, Ho, Wo) kernel map is then never stored
+    (the same result; elsewhere it is computed as usual).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Involution2d(nn.Module):
         dilation: int = 1,
         kernel_generation: str = "bottleneck",
         backend: str = "auto",
+        fused: bool = False,
     ):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -106,8 +110,8 @@ class Involution2d(nn.Module):
             raise ValueError(
                 f"Involution2d: unknown kernel_generation {kernel_generation!r}, expected one of {KERNEL_GENERATIONS}"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"Involution2d: unknown backend {backend!r}, expected one of {BACKENDS}")
+        if fused and kernel_generation == "dot_product":
+            raise ValueError("Involution2d: fused=True needs a 1x1-conv kernel generation (bottleneck or linear)")
         self.channels = channels
         self.kernel_size = kernel_size
         self.stride = stride
@@ -116,7 +120,8 @@ class Involution2d(nn.Module):
         self.reduction_ratio = reduction_ratio
         self.dilation = dilation
         self.kernel_generation = kernel_generation
-        self.backend = backend
+        self.backend = canonical_backend(backend, "Involution2d")
+        self.fused = fused
         self.pool = CeilAvgPool2d(stride) if stride > 1 else nn.Identity()
         reduced = channels // reduction_ratio
         weights = kernel_size**2 * self.groups
@@ -146,11 +151,20 @@ class Involution2d(nn.Module):
             padding = self.dilation * (k - 1) // 2
             valid = window_validity(*x.shape[-2:], k, self.stride, padding, self.dilation, x.device)
             return window_softmax(logits, valid)
+        return self.conv2(self.kernel_features(x)).unflatten(1, (self.groups, k, k))
+
+    def kernel_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What conv2 turns into the kernel: the reduced features (bottleneck) or the pooled input (linear)."""
         pooled = self.pool(x)
-        features = self.conv1(pooled) if self.kernel_generation == "bottleneck" else pooled
-        return self.conv2(features).unflatten(1, (self.groups, k, k))
+        return self.conv1(pooled) if self.kernel_generation == "bottleneck" else pooled
 
     def forward(self, x):
+        if self.fused:
+            conv = self.conv2.conv
+            return fused_involution2d(
+                x, self.kernel_features(x), conv.weight, conv.bias, self.kernel_size, self.groups, self.stride,
+                dilation=self.dilation, backend=self.backend,
+            )  # fmt: skip
         kernel = self.generate_kernel(x)
         return involution2d(x, kernel, self.stride, dilation=self.dilation, backend=self.backend)
 
@@ -159,11 +173,15 @@ class Involution2d(nn.Module):
         aggregation = self.kernel_size**2 * output[0].numel()
         if self.kernel_generation == "dot_product":
             aggregation += self.kernel_size**2 * self.query.out_channels * output[0, 0].numel()
+        if self.fused:  # conv2 runs inside the fused op, so its forward hook does not fire
+            conv = self.conv2.conv
+            aggregation += conv.out_channels * (conv.in_channels + 1) * output[0, 0].numel()  # with the bias
         return aggregation
 
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"group_channels={self.group_channels}, reduction_ratio={self.reduction_ratio}, "
-            f"dilation={self.dilation}, kernel_generation={self.kernel_generation!r}, backend={self.backend!r}"
+            f"dilation={self.dilation}, kernel_generation={self.kernel_generation!r}, backend={self.backend!r}, "
+            f"fused={self.fused}"
         )

@@ -29,9 +29,14 @@ def trained_like(module: Involution2d) -> Involution2d:
 
 
 def test_constructor_arguments_are_attributes():
-    m = Involution2d(64, kernel_size=5, stride=2, group_channels=8, reduction_ratio=2, dilation=2, backend="cpu")
+    m = Involution2d(64, kernel_size=5, stride=2, group_channels=8, reduction_ratio=2, dilation=2, backend="torch")
     assert (m.channels, m.kernel_size, m.stride, m.group_channels, m.groups) == (64, 5, 2, 8, 8)
-    assert (m.reduction_ratio, m.dilation, m.backend) == (2, 2, "cpu")
+    assert (m.reduction_ratio, m.dilation, m.backend) == (2, 2, "torch")
+
+
+def test_former_backend_name_is_replaced_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="Involution2d: backend='cpu' is deprecated, use backend='torch'"):
+        assert Involution2d(32, backend="cpu").backend == "torch"
 
 
 def test_parameter_names_follow_the_official_checkpoints():
@@ -62,7 +67,7 @@ def test_backends_agree_through_the_module():
     m = trained_like(Involution2d(32, kernel_size=5, stride=2, group_channels=8))
     x = torch.randn(2, 32, 11, 9).to(memory_format=torch.channels_last)
     outputs = []
-    for backend in ("reference", "cpu"):
+    for backend in ("reference", "torch"):
         m.backend = backend
         x_grad = x.clone().requires_grad_()
         out = m(x_grad)

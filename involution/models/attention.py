@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..module import CeilAvgPool2d, window_softmax, window_validity
-from ..ops import BACKENDS, involution2d, local_correlation
+from ..ops import canonical_backend, involution2d, local_correlation
 
 
 class LocalSelfAttention(nn.Module):
@@ -29,10 +29,9 @@ class LocalSelfAttention(nn.Module):
             raise ValueError(f"LocalSelfAttention: channels={channels} is not divisible by heads={heads}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"LocalSelfAttention: kernel_size must be odd and positive, got {kernel_size}")
-        if backend not in BACKENDS:
-            raise ValueError(f"LocalSelfAttention: unknown backend {backend!r}, expected one of {BACKENDS}")
         self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
-        self.heads, self.dilation, self.backend = heads, dilation, backend
+        self.heads, self.dilation = heads, dilation
+        self.backend = canonical_backend(backend, "LocalSelfAttention")
         head_dim = channels // heads
         self.query = nn.Conv2d(channels, channels, 1, bias=False)
         self.key = nn.Conv2d(channels, channels, 1, bias=False)

@@ -3,23 +3,29 @@
 - ``involution2d``: the aggregation of an input with per-pixel kernels (``involution::aggregate``).
 - ``local_correlation``: query-key dot products over K x K windows (``involution::correlate``), the
   kernel of dot-product involution and of local self-attention.
+- ``fused_involution2d``: the aggregation with a kernel that a 1x1 convolution generates from reduced
+  features (``involution::fused_aggregate`` on the Triton backend: the kernel map is computed per tile and
+  never stored; the backward recomputes it).
 The two are each other's gradients (with ``involution::aggregate_grad_input``), so three kernels per
-backend cover both ops and their backward passes. The fast backends ("cpu", "triton") run inside custom
+backend cover both ops and their backward passes. The fast backends ("torch", "triton") run inside custom
 ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) traces models that use
 them and fvcore sees one op to count. The "reference" backend and ONNX export use the unfold
 decomposition directly.
 """
 
 import os
+import warnings
 from types import ModuleType
 from typing import Optional
 
 import torch
 
-from . import cpu
+from . import torch_ops
 from .reference import involution2d_reference, local_correlation_reference
 
-BACKENDS = ("auto", "reference", "cpu", "triton")
+BACKENDS = ("auto", "reference", "torch", "triton")
+# Former backend names: still accepted, with a DeprecationWarning naming the current one.
+RENAMED_BACKENDS = {"cpu": "torch"}
 
 
 def involution2d(
@@ -34,8 +40,8 @@ def involution2d(
 
     Channel c is weighted by kernel group ``c // (C // G)``; ``padding`` defaults to
     ``dilation * (K - 1) // 2``. Returns (B, C, Ho, Wo) in the input's dtype (fp32 accumulation).
-    ``backend``: "auto" (Triton on CUDA, the memory-efficient path elsewhere), "reference" (unfold),
-    "cpu" or "triton".
+    ``backend``: "auto" (Triton on CUDA, the memory-efficient torch path elsewhere), "reference" (unfold),
+    "torch" (the memory-efficient path in plain torch ops, any device) or "triton".
     """
     _check_tensors("involution2d", ("input", input, "(B, C, H, W)"), ("kernel", kernel, "(B, G, K, K, Ho, Wo)"))
     if padding is None:
@@ -84,6 +90,61 @@ def local_correlation(
     if backend == "reference" or torch.onnx.is_in_onnx_export():
         return local_correlation_reference(query, key, kernel_size, groups, stride, padding, dilation)
     return correlate(query, key, kernel_size, groups, stride, padding, dilation, backend)
+
+
+def fused_involution2d(
+    input: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    kernel_size: int,
+    groups: int,
+    stride: int = 1,
+    padding: Optional[int] = None,
+    dilation: int = 1,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``involution2d(input, kernel)`` with ``kernel = conv1x1(features, weight, bias)`` viewed (B, G, K, K, Ho, Wo).
+
+    ``features`` (B, R, Ho, Wo) are the reduced features at the output pixels; ``weight`` (G*K*K, R) (or a 1x1
+    conv's (G*K*K, R, 1, 1)) and ``bias`` (G*K*K,) generate the kernel, rows ordered (group, u, v) as
+    ``Involution2d``'s conv2. On the Triton backend (float16, bfloat16, float32) one kernel generates each tile's
+    weights and aggregates, so the kernel map never goes to memory, and the backward recomputes it; the other
+    backends (and float64) compute the kernel map with a convolution and call ``involution2d``.
+    """
+    _check_tensors("fused_involution2d", ("input", input, "(B, C, H, W)"), ("features", features, "(B, R, Ho, Wo)"))
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4):
+        raise ValueError("fused_involution2d: weight must be a (G*K*K, R) or (G*K*K, R, 1, 1) tensor")
+    weight = weight.flatten(1)
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    rows = groups * kernel_size**2
+    if weight.shape != (rows, features.shape[1]) or bias.shape != (rows,):
+        raise ValueError(
+            f"fused_involution2d: weight {tuple(weight.shape)} and bias {tuple(bias.shape)} must be ({rows}, "
+            f"{features.shape[1]}) and ({rows},) for {groups} groups of {kernel_size}x{kernel_size} kernels from "
+            f"{features.shape[1]} feature channels"
+        )
+    if len({t.dtype for t in (input, features, weight, bias)}) > 1 and not _autocast_enabled(input):
+        raise TypeError("fused_involution2d: input, features, weight and bias must share one dtype")
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    kernel_shape = (features.shape[0], groups, kernel_size, kernel_size) + tuple(features.shape[2:])
+    _check_geometry("fused_involution2d", input.shape, kernel_shape, "features", stride, padding, dilation)
+    if _autocast_enabled(input):
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, features, weight, bias = (t.to(dtype) for t in (input, features, weight, bias))
+    backend = _resolve_backend(backend, input)
+    if backend == "triton" and input.dtype != torch.float64 and not torch.onnx.is_in_onnx_export():
+        return fused_aggregate(input, features, weight, bias, kernel_size, groups, stride, padding, dilation)
+    kernel = _generated_kernel(features, weight, bias, kernel_size, groups)
+    return involution2d(input, kernel, stride, padding, dilation, backend)
+
+
+def _generated_kernel(features, weight, bias, kernel_size: int, groups: int) -> torch.Tensor:
+    """The kernel map (B, G, K, K, Ho, Wo) a 1x1 convolution generates from (B, R, Ho, Wo) features."""
+    kernel = torch.nn.functional.conv2d(features, weight[:, :, None, None], bias)
+    return kernel.unflatten(1, (groups, kernel_size, kernel_size))
 
 
 def _check_tensors(op: str, *named_tensors) -> None:
@@ -147,11 +208,26 @@ def _autocast(input, kernel):
     return input.to(dtype), kernel.to(dtype)
 
 
-def _resolve_backend(backend: str, input: torch.Tensor) -> str:
+def canonical_backend(backend: str, owner: str = "involution") -> str:
+    """`backend` checked against BACKENDS, with a former name replaced by its current one (and a warning)."""
+    if backend in RENAMED_BACKENDS:
+        current = RENAMED_BACKENDS[backend]
+        warnings.warn(
+            f"{owner}: backend={backend!r} is deprecated, use backend={current!r} (the same path: plain torch ops, "
+            "any device)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return current
     if backend not in BACKENDS:
-        raise ValueError(f"involution: unknown backend {backend!r}, expected one of {BACKENDS}")
+        raise ValueError(f"{owner}: unknown backend {backend!r}, expected one of {BACKENDS}")
+    return backend
+
+
+def _resolve_backend(backend: str, input: torch.Tensor) -> str:
+    backend = canonical_backend(backend)
     if backend == "auto":
-        return "triton" if input.is_cuda and _triton_available() else "cpu"
+        return "triton" if input.is_cuda and _triton_available() else "torch"
     if backend == "triton" and input.device.type != "cuda" and not _triton_interpreting():
         raise ValueError(
             "involution: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
@@ -178,7 +254,7 @@ def _implementation(backend: str) -> ModuleType:
         from . import triton_kernels
 
         return triton_kernels
-    return cpu
+    return torch_ops
 
 
 @torch.library.custom_op("involution::aggregate", mutates_args=())
@@ -287,3 +363,53 @@ def _correlate_backward(ctx, grad_kernel):
 
 
 correlate.register_autograd(_correlate_backward, setup_context=_setup_correlate_context)
+
+
+@torch.library.custom_op("involution::fused_aggregate", mutates_args=())
+def fused_aggregate(
+    input: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    return _implementation("triton").fused_forward(
+        input, features, weight, bias, kernel_size, groups, stride, padding, dilation
+    )
+
+
+@fused_aggregate.register_fake
+def _(input, features, weight, bias, kernel_size, groups, stride, padding, dilation):
+    return input.new_empty(input.shape[:2] + features.shape[-2:])
+
+
+def _setup_fused_context(ctx, inputs, output):
+    input, features, weight, bias, kernel_size, groups, stride, padding, dilation = inputs
+    ctx.save_for_backward(input, features, weight, bias)
+    ctx.generation = (kernel_size, groups)
+    ctx.geometry = (stride, padding, dilation, "triton")
+
+
+def _fused_backward(ctx, grad_out):
+    """Recomputes the kernel map, then the aggregation's gradients and the 1x1 generation's."""
+    input, features, weight, bias = ctx.saved_tensors
+    kernel = _generated_kernel(features, weight, bias, *ctx.generation)
+    grad_input = grad_features = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = aggregate_grad_input(grad_out, kernel, input, *ctx.geometry)
+    if any(ctx.needs_input_grad[1:4]):
+        grad_kernel = aggregate_grad_kernel(grad_out, input, kernel, *ctx.geometry).flatten(1, 3)  # (B, G*K*K, Ho, Wo)
+        if ctx.needs_input_grad[1]:
+            grad_features = torch.einsum("or,bohw->brhw", weight, grad_kernel)
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.einsum("bohw,brhw->or", grad_kernel, features)
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_kernel.sum((0, 2, 3))
+    return grad_input, grad_features, grad_weight, grad_bias, None, None, None, None, None
+
+
+fused_aggregate.register_autograd(_fused_backward, setup_context=_setup_fused_context)

@@ -1,20 +1,30 @@
-"""Triton kernels for involution: forward, grad w.r.t. input and grad w.r.t. kernel.
+"""Triton kernels for involution: forward, grad w.r.t. input, grad w.r.t. kernel, and the fused forward that
+generates the kernel from reduced features inside the aggregation.
 
-Design. Every program owns one (batch, group, block of BLOCK_P pixels) and keeps a [KK_PAD, BLOCK_P] tile
-(K*K taps padded to a power of two and masked, times pixels) in registers:
-- forward: the group's kernel weights are loaded once, then for each of the C//G channels of the group the
-  input values under the K*K taps are gathered, multiplied by the weights and summed over the tap axis.
-- grad_kernel: the same gather, accumulating grad_out[c] * input tile over the group's channels, so the
-  reduction over channels stays inside one program (no atomics) and grad_out is read once.
-- grad_input: a gather over blocks of *input* pixels: for each tap, the output pixel that read this input
-  pixel is found (divisible by the stride, in range); kernel weights and grad_out are gathered there. Every
-  gradient element is written by exactly one program, so the result is deterministic.
-Channels share the kernel tile, which is why the loop over channels sits inside the program instead of
-in the grid. Tensor strides are passed to the kernels, so channels_last and other non-contiguous layouts
-are read without copies. Per-batch/channel/group base offsets are 64-bit (pointer arithmetic); offsets
-inside one (batch, channel) plane are int32, which the launchers check. Accumulation is fp32 (fp64 for
-fp64 tensors); tl.dot is not used (the contraction is over K*K only, too small for tensor cores).
+Design: every output element is accumulated by one thread, in registers; nothing is reduced across threads.
+- forward: a program owns (batch, BLOCK_C channels of one group, BLOCK_P output pixels) and a [BLOCK_P, BLOCK_C]
+  fp32 accumulator. It loops over the K*K taps (a loop rather than unrolled, which keeps each
+  (K, stride, dilation) variant small to compile); per tap it loads the group's weights for its
+  pixels (BLOCK_P values, shared by the BLOCK_C channels) and the input under the tap ([BLOCK_P, BLOCK_C]),
+  and multiply-adds. The K*K shifted reads of one input tile and its halo overlap, so after the first tap
+  they are served by L1 (Triton has no addressable shared memory in which to stage the halo explicitly).
+- grad_input: the same over input pixels: per tap, the output pixel that read this input pixel (if any) gives
+  the weight and the grad_out values. Every gradient element is written by exactly one program: deterministic.
+- grad_kernel: a program owns (batch, group, BLOCK_P output pixels) and a [KK_PAD, BLOCK_P] accumulator (taps
+  padded to a power of two x pixels); it loops over the group's channels, adding grad_out[c] times the input
+  under every tap, so the reduction over channels is a per-thread running sum. No atomics.
+- fused forward: like forward, with the weights of each tap computed in the program as a small matrix product
+  of the pixels' reduced features [BLOCK_P, R] with that tap's rows of the generating 1x1 conv [R, BLOCK_C]
+  (tl.dot: tensor cores in fp16/bf16, exact IEEE fp32 in fp32), so the kernel map is never written.
+Tensor strides are passed to the kernels, so channels_last and other non-contiguous layouts are read without
+copies; with channels_last the BLOCK_C channels of a pixel are contiguous. Per-batch and per-channel offsets are
+64-bit; offsets inside one (batch, channel) plane are int32, which the launchers check. Loads are in the
+tensors' dtype, accumulation in fp32 (fp64 for fp64). Block sizes are autotuned per shape family on the GPU;
+under Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) and with INVOLUTION_AUTOTUNE=0 each kernel runs
+its default configuration.
 """
+
+import os
 
 import torch
 import triton
@@ -27,63 +37,71 @@ _ACCUMULATOR = {
     torch.float32: tl.float32,
     torch.float64: tl.float64,
 }
-_NUM_WARPS = 4
-# Elements of one [KK_PAD, BLOCK_P] register tile: 4096 is 32 fp32 values per thread with 4 warps.
-_TILE_ELEMENTS = 4096
+# Autotuning benchmarks every candidate per new shape family: off under Triton's interpreter (it would run
+# every candidate) and with INVOLUTION_AUTOTUNE=0 (the tests, which try many shapes), where each kernel uses
+# its default configuration.
+_AUTOTUNE = os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("INVOLUTION_AUTOTUNE", "1") != "0"
+
+
+def _configs(candidates, default):
+    """triton.Configs for (BLOCK_P, num_warps) pairs: every candidate when autotuning, else only the default."""
+    return [
+        triton.Config({"BLOCK_P": block}, num_warps=warps) for block, warps in (candidates if _AUTOTUNE else [default])
+    ]
+
+
+# Pixel-major tiles [BLOCK_P, BLOCK_C<=32]: up to 64 fp32 accumulators per thread.
+PIXEL_TILE_CANDIDATES = [(64, 2), (128, 4), (256, 4), (256, 8), (512, 8)]
+# Tap-major tiles [KK_PAD, BLOCK_P] (KK_PAD = 64 for K = 7).
+TAP_TILE_CANDIDATES = [(32, 4), (64, 4), (64, 8), (128, 8)]
+# Fused forward: a [BLOCK_P, BLOCK_C] accumulator, a [BLOCK_P, R] feature tile and a tl.dot per tap.
+FUSED_TILE_CANDIDATES = [(32, 4), (64, 4), (128, 4), (128, 8)]
+_PIXEL_TILES = _configs(PIXEL_TILE_CANDIDATES, default=(256, 4))
+_TAP_TILES = _configs(TAP_TILE_CANDIDATES, default=(128, 8))
+_FUSED_TILES = _configs(FUSED_TILE_CANDIDATES, default=(128, 8))
+# Tuned per shape family: channels per group, pixels, layout (an input channel stride of 1 is channels_last).
+# Sizes are not specialised on (Triton would compile a variant per size divisible by 16, or equal to 1);
+# strides are, so that contiguous and aligned accesses are known at compile time.
+_TUNING_KEY = ["channels_per_group", "num_pixels", "channel_stride", "K", "STRIDE"]
 
 
 @triton.jit
-def _output_tile(
-    pid,
-    num_blocks,
-    groups,
-    out_width,
-    num_out_pixels,
-    height,
-    width,
-    padding,
-    sxh,
-    sxw,
-    K: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    STRIDE: tl.constexpr,
-    DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
-    """A program's (batch, group, block of output pixels) and its [KK_PAD, BLOCK_P] tile of taps x pixels:
-    the input offsets each tap reads (x_offsets, valid where in_mask; the rest is the zero padding)."""
-    block = pid % num_blocks
-    g = (pid // num_blocks) % groups
-    b = pid // (num_blocks * groups)
-    pix = block * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_out_pixels
-    i = pix // out_width
-    j = pix % out_width
-    tap = tl.arange(0, KK_PAD)
-    u = tap // K
-    v = tap % K
-    tile_mask = (tap < K * K)[:, None] & pix_mask[None, :]
-    h = i[None, :] * STRIDE + u[:, None] * DILATION - padding
-    w = j[None, :] * STRIDE + v[:, None] * DILATION - padding
-    in_mask = tile_mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
-    return b, g, i, j, u, v, pix_mask, tile_mask, in_mask, h * sxh + w * sxw
+def _channel_block(pid_channels, channels_per_group, blocks_per_group, BLOCK_C: tl.constexpr):
+    """Group and channels (int64, masked by c_mask) of a program's channel block; blocks never cross groups."""
+    g = pid_channels // blocks_per_group
+    local = (pid_channels % blocks_per_group) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = local < channels_per_group
+    channel = g.to(tl.int64) * channels_per_group + local
+    return g, channel, c_mask
 
 
-@triton.jit
+@triton.autotune(configs=_PIXEL_TILES, key=_TUNING_KEY)
+@triton.jit(
+    do_not_specialize=[
+        "channels_per_group",
+        "blocks_per_group",
+        "channel_blocks",
+        "height",
+        "width",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
 def _forward_kernel(
     x_ptr,
     w_ptr,
     out_ptr,
     channels_per_group,
-    groups,
+    blocks_per_group,
+    channel_blocks,
     height,
     width,
     out_width,
-    num_out_pixels,
+    num_pixels,
     padding,
-    num_blocks,
+    channel_stride,
     sxb,
-    sxc,
     sxh,
     sxw,
     swb,
@@ -97,130 +115,72 @@ def _forward_kernel(
     soh,
     sow,
     K: tl.constexpr,
-    KK_PAD: tl.constexpr,
     STRIDE: tl.constexpr,
     DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
     ACC: tl.constexpr,
-):
-    b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
-        tl.program_id(0),
-        num_blocks,
-        groups,
-        out_width,
-        num_out_pixels,
-        height,
-        width,
-        padding,
-        sxh,
-        sxw,
-        K,
-        KK_PAD,
-        STRIDE,
-        DILATION,
-        BLOCK_P,
-    )
-
-    w_group = w_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
-    w_offsets = u[:, None] * swu + v[:, None] * swv + i[None, :] * swh + j[None, :] * sww
-    weights = tl.load(w_group + w_offsets, mask=tile_mask, other=0.0).to(ACC)
-
-    first_channel = g.to(tl.int64) * channels_per_group
-    x_channel = x_ptr + b.to(tl.int64) * sxb + first_channel * sxc
-    out_channel = out_ptr + b.to(tl.int64) * sob + first_channel * soc
-    out_offsets = i * soh + j * sow
-    for _ in range(channels_per_group):
-        x = tl.load(x_channel + x_offsets, mask=in_mask, other=0.0).to(ACC)
-        out = tl.sum(weights * x, axis=0)
-        tl.store(out_channel + out_offsets, out.to(out_ptr.dtype.element_ty), mask=pix_mask)
-        x_channel += sxc
-        out_channel += soc
-
-
-@triton.jit
-def _grad_kernel_kernel(
-    go_ptr,
-    x_ptr,
-    gw_ptr,
-    channels_per_group,
-    groups,
-    height,
-    width,
-    out_width,
-    num_out_pixels,
-    padding,
-    num_blocks,
-    sgb,
-    sgc,
-    sgh,
-    sgw,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    swb,
-    swg,
-    swu,
-    swv,
-    swh,
-    sww,
-    K: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    STRIDE: tl.constexpr,
-    DILATION: tl.constexpr,
     BLOCK_P: tl.constexpr,
-    ACC: tl.constexpr,
 ):
-    b, g, i, j, u, v, pix_mask, tile_mask, in_mask, x_offsets = _output_tile(
-        tl.program_id(0),
-        num_blocks,
-        groups,
-        out_width,
-        num_out_pixels,
-        height,
-        width,
-        padding,
-        sxh,
-        sxw,
-        K,
-        KK_PAD,
-        STRIDE,
-        DILATION,
-        BLOCK_P,
-    )
+    pid = tl.program_id(0)
+    pixel_blocks = tl.cdiv(num_pixels, BLOCK_P)
+    pid_pixels = pid % pixel_blocks
+    pid_channels = (pid // pixel_blocks) % channel_blocks
+    b = (pid // (pixel_blocks * channel_blocks)).to(tl.int64)
+    g, channel, c_mask = _channel_block(pid_channels, channels_per_group, blocks_per_group, BLOCK_C)
 
-    first_channel = g.to(tl.int64) * channels_per_group
-    x_channel = x_ptr + b.to(tl.int64) * sxb + first_channel * sxc
-    go_channel = go_ptr + b.to(tl.int64) * sgb + first_channel * sgc
-    go_offsets = i * sgh + j * sgw
-    acc = tl.zeros((KK_PAD, BLOCK_P), dtype=ACC)
-    for _ in range(channels_per_group):
-        go = tl.load(go_channel + go_offsets, mask=pix_mask, other=0.0).to(ACC)
-        x = tl.load(x_channel + x_offsets, mask=in_mask, other=0.0).to(ACC)
-        acc += go[None, :] * x
-        x_channel += sxc
-        go_channel += sgc
+    pix = pid_pixels * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = pix < num_pixels
+    i = pix // out_width
+    j = pix % out_width
 
-    gw_group = gw_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
-    gw_offsets = u[:, None] * swu + v[:, None] * swv + i[None, :] * swh + j[None, :] * sww
-    tl.store(gw_group + gw_offsets, acc.to(gw_ptr.dtype.element_ty), mask=tile_mask)
+    x_channels = x_ptr + b * sxb + channel * channel_stride  # [BLOCK_C] pointers
+    w_pixels = w_ptr + b * swb + g.to(tl.int64) * swg + i * swh + j * sww  # [BLOCK_P] pointers
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for u in range(K):
+        h = i * STRIDE + u * DILATION - padding
+        row_mask = p_mask & (h >= 0) & (h < height)
+        for v in range(K):
+            w = j * STRIDE + v * DILATION - padding
+            in_mask = row_mask & (w >= 0) & (w < width)
+            weight = tl.load(w_pixels + u * swu + v * swv, mask=p_mask, other=0.0).to(ACC)
+            x = tl.load(
+                x_channels[None, :] + (h * sxh + w * sxw)[:, None],
+                mask=in_mask[:, None] & c_mask[None, :],
+                other=0.0,
+            ).to(ACC)
+            acc += weight[:, None] * x
+
+    out = out_ptr + b * sob + channel[None, :] * soc + (i * soh + j * sow)[:, None]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_mask[:, None] & c_mask[None, :])
 
 
-@triton.jit
+@triton.autotune(configs=_PIXEL_TILES, key=_TUNING_KEY)
+@triton.jit(
+    do_not_specialize=[
+        "channels_per_group",
+        "blocks_per_group",
+        "channel_blocks",
+        "width",
+        "out_height",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
 def _grad_input_kernel(
     go_ptr,
     w_ptr,
     gi_ptr,
     channels_per_group,
-    groups,
+    blocks_per_group,
+    channel_blocks,
     width,
     out_height,
     out_width,
-    num_in_pixels,
+    num_pixels,
     padding,
-    num_blocks,
+    channel_stride,
     sgb,
-    sgc,
     sgh,
     sgw,
     swb,
@@ -234,57 +194,216 @@ def _grad_input_kernel(
     sih,
     siw,
     K: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pixel_blocks = tl.cdiv(num_pixels, BLOCK_P)
+    pid_pixels = pid % pixel_blocks
+    pid_channels = (pid // pixel_blocks) % channel_blocks
+    b = (pid // (pixel_blocks * channel_blocks)).to(tl.int64)
+    g, channel, c_mask = _channel_block(pid_channels, channels_per_group, blocks_per_group, BLOCK_C)
+
+    pix = pid_pixels * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = pix < num_pixels
+    y = pix // width
+    x = pix % width
+
+    go_channels = go_ptr + b * sgb + channel * channel_stride
+    w_group = w_ptr + b * swb + g.to(tl.int64) * swg
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    # Output pixel (i, j) whose tap (u, v) read input pixel (y, x): i*STRIDE + u*DILATION - padding == y.
+    # The non-negativity test comes first in the mask, so truncating division of negatives is harmless.
+    for u in range(K):
+        row = y + padding - u * DILATION
+        i = row // STRIDE
+        row_mask = p_mask & (row >= 0) & (row % STRIDE == 0) & (i < out_height)
+        for v in range(K):
+            col = x + padding - v * DILATION
+            j = col // STRIDE
+            read_mask = row_mask & (col >= 0) & (col % STRIDE == 0) & (j < out_width)
+            weight = tl.load(w_group + u * swu + v * swv + i * swh + j * sww, mask=read_mask, other=0.0).to(ACC)
+            go = tl.load(
+                go_channels[None, :] + (i * sgh + j * sgw)[:, None],
+                mask=read_mask[:, None] & c_mask[None, :],
+                other=0.0,
+            ).to(ACC)
+            acc += weight[:, None] * go
+
+    gi = gi_ptr + b * sib + channel[None, :] * sic + (y * sih + x * siw)[:, None]
+    tl.store(gi, acc.to(gi_ptr.dtype.element_ty), mask=p_mask[:, None] & c_mask[None, :])
+
+
+@triton.autotune(configs=_TAP_TILES, key=_TUNING_KEY)
+@triton.jit(do_not_specialize=["channels_per_group", "groups", "height", "width", "out_width", "num_pixels", "padding"])
+def _grad_kernel_kernel(
+    go_ptr,
+    x_ptr,
+    gw_ptr,
+    channels_per_group,
+    groups,
+    height,
+    width,
+    out_width,
+    num_pixels,
+    padding,
+    channel_stride,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    sxb,
+    sxh,
+    sxw,
+    swb,
+    swg,
+    swu,
+    swv,
+    swh,
+    sww,
+    K: tl.constexpr,
     KK_PAD: tl.constexpr,
     STRIDE: tl.constexpr,
     DILATION: tl.constexpr,
-    BLOCK_P: tl.constexpr,
     ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    block = pid % num_blocks
-    g = (pid // num_blocks) % groups
-    b = pid // (num_blocks * groups)
+    pixel_blocks = tl.cdiv(num_pixels, BLOCK_P)
+    pid_pixels = pid % pixel_blocks
+    g = ((pid // pixel_blocks) % groups).to(tl.int64)
+    b = (pid // (pixel_blocks * groups)).to(tl.int64)
 
-    pix = block * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_in_pixels
-    y = pix // width
-    x = pix % width
+    pix = pid_pixels * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = pix < num_pixels
+    i = pix // out_width
+    j = pix % out_width
     tap = tl.arange(0, KK_PAD)
     u = tap // K
     v = tap % K
-    tile_mask = (tap < K * K)[:, None] & pix_mask[None, :]
+    tile_mask = (tap < K * K)[:, None] & p_mask[None, :]
+    h = i[None, :] * STRIDE + u[:, None] * DILATION - padding
+    w = j[None, :] * STRIDE + v[:, None] * DILATION - padding
+    in_mask = tile_mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
+    x_offsets = h * sxh + w * sxw
 
-    # Output pixel (i, j) whose tap (u, v) read input pixel (y, x): i*STRIDE + u*DILATION - padding == y.
-    # The non-negativity test comes first in the mask, so truncating division of negatives is harmless.
-    row = y[None, :] + padding - u[:, None] * DILATION
-    col = x[None, :] + padding - v[:, None] * DILATION
-    i = row // STRIDE
-    j = col // STRIDE
-    read_mask = (
-        tile_mask
-        & (row >= 0)
-        & (col >= 0)
-        & (row % STRIDE == 0)
-        & (col % STRIDE == 0)
-        & (i < out_height)
-        & (j < out_width)
-    )
-
-    w_group = w_ptr + b.to(tl.int64) * swb + g.to(tl.int64) * swg
-    w_offsets = u[:, None] * swu + v[:, None] * swv + i * swh + j * sww
-    weights = tl.load(w_group + w_offsets, mask=read_mask, other=0.0).to(ACC)
-
-    first_channel = g.to(tl.int64) * channels_per_group
-    go_channel = go_ptr + b.to(tl.int64) * sgb + first_channel * sgc
-    gi_channel = gi_ptr + b.to(tl.int64) * sib + first_channel * sic
+    first_channel = g * channels_per_group
+    x_channel = x_ptr + b * sxb + first_channel * channel_stride
+    go_channel = go_ptr + b * sgb + first_channel * sgc
     go_offsets = i * sgh + j * sgw
-    gi_offsets = y * sih + x * siw
+    acc = tl.zeros((KK_PAD, BLOCK_P), dtype=ACC)
     for _ in range(channels_per_group):
-        go = tl.load(go_channel + go_offsets, mask=read_mask, other=0.0).to(ACC)
-        gi = tl.sum(weights * go, axis=0)
-        tl.store(gi_channel + gi_offsets, gi.to(gi_ptr.dtype.element_ty), mask=pix_mask)
+        go = tl.load(go_channel + go_offsets, mask=p_mask, other=0.0).to(ACC)
+        x = tl.load(x_channel + x_offsets, mask=in_mask, other=0.0).to(ACC)
+        acc += go[None, :] * x
+        x_channel += channel_stride
         go_channel += sgc
-        gi_channel += sic
+
+    gw = gw_ptr + b * swb + g * swg + u[:, None] * swu + v[:, None] * swv + (i * swh + j * sww)[None, :]
+    tl.store(gw, acc.to(gw_ptr.dtype.element_ty), mask=tile_mask)
+
+
+@triton.autotune(configs=_FUSED_TILES, key=_TUNING_KEY + ["reduced"])
+@triton.jit(
+    do_not_specialize=[
+        "channels",
+        "channels_per_group",
+        "reduced",
+        "channel_blocks",
+        "height",
+        "width",
+        "out_width",
+        "num_pixels",
+        "padding",
+    ]
+)
+def _fused_forward_kernel(
+    x_ptr,
+    f_ptr,
+    gen_ptr,
+    bias_ptr,
+    out_ptr,
+    channels,
+    channels_per_group,
+    reduced,
+    channel_blocks,
+    height,
+    width,
+    out_width,
+    num_pixels,
+    padding,
+    channel_stride,
+    sxb,
+    sxh,
+    sxw,
+    sfb,
+    sfc,
+    sfh,
+    sfw,
+    sgo,
+    sgr,
+    sob,
+    soc,
+    soh,
+    sow,
+    K: tl.constexpr,
+    STRIDE: tl.constexpr,
+    DILATION: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    """out[b, c, p] = sum over taps t of (features[b, :, p] . gen[g(c)*K*K + t, :] + bias[...]) * x[b, c, p @ t].
+    Channel blocks may span groups: each channel gathers its own group's generator rows."""
+    pid = tl.program_id(0)
+    pixel_blocks = tl.cdiv(num_pixels, BLOCK_P)
+    pid_pixels = pid % pixel_blocks
+    pid_channels = (pid // pixel_blocks) % channel_blocks
+    b = (pid // (pixel_blocks * channel_blocks)).to(tl.int64)
+
+    channel = pid_channels.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = channel < channels
+    first_row = (channel // channels_per_group) * (K * K)  # the channel's group's first generator row
+    r = tl.arange(0, BLOCK_R)
+    r_mask = r < reduced
+
+    pix = pid_pixels * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = pix < num_pixels
+    i = pix // out_width
+    j = pix % out_width
+
+    features = tl.load(
+        f_ptr + b * sfb + r[None, :].to(tl.int64) * sfc + (i * sfh + j * sfw)[:, None],
+        mask=p_mask[:, None] & r_mask[None, :],
+        other=0.0,
+    )  # [BLOCK_P, BLOCK_R], in the tensors' dtype for tl.dot
+    gen_columns = gen_ptr + r[:, None] * sgr  # [BLOCK_R, 1] pointers
+    gen_mask = r_mask[:, None] & c_mask[None, :]
+    x_channels = x_ptr + b * sxb + channel * channel_stride
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for u in range(K):
+        h = i * STRIDE + u * DILATION - padding
+        row_mask = p_mask & (h >= 0) & (h < height)
+        for v in range(K):
+            row = first_row + (u * K + v)
+            generator = tl.load(gen_columns + (row * sgo)[None, :], mask=gen_mask, other=0.0)  # [BLOCK_R, BLOCK_C]
+            bias = tl.load(bias_ptr + row, mask=c_mask, other=0.0).to(tl.float32)
+            weight = tl.dot(features, generator, input_precision=DOT_PRECISION) + bias[None, :]
+            w = j * STRIDE + v * DILATION - padding
+            in_mask = row_mask & (w >= 0) & (w < width)
+            x = tl.load(
+                x_channels[None, :] + (h * sxh + w * sxw)[:, None],
+                mask=in_mask[:, None] & c_mask[None, :],
+                other=0.0,
+            ).to(tl.float32)
+            acc += weight * x
+
+    out = out_ptr + b * sob + channel[None, :] * soc + (i * soh + j * sow)[:, None]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=p_mask[:, None] & c_mask[None, :])
 
 
 def _accumulator(dtype: torch.dtype):
@@ -293,7 +412,7 @@ def _accumulator(dtype: torch.dtype):
     return _ACCUMULATOR[dtype]
 
 
-def _check_plane_offsets(tensor: torch.Tensor, name: str, first_dim: int) -> None:
+def _check_plane_offsets(tensor: torch.Tensor, name: str, first_dim: int = 2) -> None:
     """Offsets from dimension first_dim on are int32 in the kernels: check the largest one fits."""
     span = sum((size - 1) * stride for size, stride in zip(tensor.shape[first_dim:], tensor.stride()[first_dim:]))
     if span > _INT32_MAX:
@@ -303,29 +422,22 @@ def _check_plane_offsets(tensor: torch.Tensor, name: str, first_dim: int) -> Non
         )
 
 
-def _launch_config(num_pixels: int, k: int, batch: int, groups: int) -> tuple[int, int, int, tuple[int]]:
-    """Tile sizes and the flat grid: one program per (batch, group, block of BLOCK_P pixels)."""
-    kk_pad = triton.next_power_of_2(k * k)
-    block_p = min(128, max(16, _TILE_ELEMENTS // kk_pad), max(16, triton.next_power_of_2(num_pixels)))
-    num_blocks = triton.cdiv(num_pixels, block_p)
-    num_programs = batch * groups * num_blocks
-    if num_programs > _INT32_MAX:
-        raise ValueError(f"involution Triton kernels: grid of {num_programs} programs exceeds the int32 limit")
-    return kk_pad, block_p, num_blocks, (num_programs,)
+def _grid(batch: int, channel_blocks: int, num_pixels: int, smallest_block: int):
+    """Flat grid, pixel blocks fastest (neighbouring programs share input halos in L2)."""
+    if batch * channel_blocks * triton.cdiv(num_pixels, smallest_block) > _INT32_MAX:
+        raise ValueError("involution Triton kernels: the grid exceeds the int32 limit of programs")
+    return lambda meta: (batch * channel_blocks * triton.cdiv(num_pixels, meta["BLOCK_P"]),)
 
 
-def _launch(triton_kernel, tensors, names, sizes, num_pixels, k, groups, stride, padding, dilation) -> None:
-    """Check the three tensors' int32 offsets, then run `triton_kernel` with one program per (batch, group, block
-    of pixels). Its arguments: the tensors, `sizes`, num_pixels, padding, num_blocks, the tensors' strides."""
-    for tensor, name in zip(tensors, names):
-        _check_plane_offsets(tensor, name, 2)
-    kk_pad, block_p, num_blocks, grid = _launch_config(num_pixels, k, tensors[0].shape[0], groups)
-    strides = [stride_ for tensor in tensors for stride_ in tensor.stride()]
-    triton_kernel[grid](
-        *tensors, *sizes, num_pixels, padding, num_blocks, *strides,
-        K=k, KK_PAD=kk_pad, STRIDE=stride, DILATION=dilation, BLOCK_P=block_p, ACC=_accumulator(tensors[0].dtype),
-        num_warps=_NUM_WARPS,
-    )  # fmt: skip
+def _smallest_block(configs) -> int:
+    return min(config.kwargs["BLOCK_P"] for config in configs)
+
+
+def _channel_tiling(channels_per_group: int, groups: int) -> tuple[int, int, int]:
+    """BLOCK_C (a power of two, at most 32), channel blocks per group and in all."""
+    block_c = min(32, triton.next_power_of_2(channels_per_group))
+    blocks_per_group = triton.cdiv(channels_per_group, block_c)
+    return block_c, blocks_per_group, groups * blocks_per_group
 
 
 def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
@@ -333,10 +445,18 @@ def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int
     batch, channels, height, width = input.shape
     _, groups, k, _, out_h, out_w = kernel.shape
     out = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device)
-    if out.numel():
-        _launch(_forward_kernel, (input, kernel, out), ("input", "kernel", "output"),
-                (channels // groups, groups, height, width, out_w), out_h * out_w, k, groups, stride, padding,
-                dilation)  # fmt: skip
+    acc = _accumulator(input.dtype)
+    for tensor, name in ((input, "input"), (kernel, "kernel"), (out, "output")):
+        _check_plane_offsets(tensor, name)
+    if not out.numel():
+        return out
+    block_c, blocks_per_group, channel_blocks = _channel_tiling(channels // groups, groups)
+    grid = _grid(batch, channel_blocks, out_h * out_w, _smallest_block(_PIXEL_TILES))
+    _forward_kernel[grid](
+        input, kernel, out, channels // groups, blocks_per_group, channel_blocks, height, width, out_w,
+        out_h * out_w, padding, input.stride(1), input.stride(0), *input.stride()[2:], *kernel.stride(),
+        *out.stride(), K=k, STRIDE=stride, DILATION=dilation, BLOCK_C=block_c, ACC=acc,
+    )  # fmt: skip
     return out
 
 
@@ -348,10 +468,18 @@ def grad_input(
     _, groups, k = kernel.shape[:3]
     height, width = input_size
     grad = torch.empty((batch, channels, height, width), dtype=grad_out.dtype, device=grad_out.device)
-    if grad.numel():
-        _launch(_grad_input_kernel, (grad_out, kernel, grad), ("grad_out", "kernel", "grad_input"),
-                (channels // groups, groups, width, out_h, out_w), height * width, k, groups, stride, padding,
-                dilation)  # fmt: skip
+    acc = _accumulator(grad_out.dtype)
+    for tensor, name in ((grad_out, "grad_out"), (kernel, "kernel"), (grad, "grad_input")):
+        _check_plane_offsets(tensor, name)
+    if not grad.numel():
+        return grad
+    block_c, blocks_per_group, channel_blocks = _channel_tiling(channels // groups, groups)
+    grid = _grid(batch, channel_blocks, height * width, _smallest_block(_PIXEL_TILES))
+    _grad_input_kernel[grid](
+        grad_out, kernel, grad, channels // groups, blocks_per_group, channel_blocks, width, out_h, out_w,
+        height * width, padding, grad_out.stride(1), grad_out.stride(0), *grad_out.stride()[2:], *kernel.stride(),
+        *grad.stride(), K=k, STRIDE=stride, DILATION=dilation, BLOCK_C=block_c, ACC=acc,
+    )  # fmt: skip
     return grad
 
 
@@ -362,8 +490,56 @@ def grad_kernel(
     batch, channels, height, width = input.shape
     out_h, out_w = grad_out.shape[2:]
     grad = torch.empty((batch, groups, kernel_size, kernel_size, out_h, out_w), dtype=input.dtype, device=input.device)
-    if grad.numel():
-        _launch(_grad_kernel_kernel, (grad_out, input, grad), ("grad_out", "input", "grad_kernel"),
-                (channels // groups, groups, height, width, out_w), out_h * out_w, kernel_size, groups, stride,
-                padding, dilation)  # fmt: skip
+    acc = _accumulator(input.dtype)
+    for tensor, name in ((grad_out, "grad_out"), (input, "input"), (grad, "grad_kernel")):
+        _check_plane_offsets(tensor, name)
+    if not grad.numel():
+        return grad
+    grid = _grid(batch, groups, out_h * out_w, _smallest_block(_TAP_TILES))
+    _grad_kernel_kernel[grid](
+        grad_out, input, grad, channels // groups, groups, height, width, out_w, out_h * out_w, padding,
+        input.stride(1), *grad_out.stride(), input.stride(0), *input.stride()[2:], *grad.stride(),
+        K=kernel_size, KK_PAD=triton.next_power_of_2(kernel_size**2), STRIDE=stride, DILATION=dilation, ACC=acc,
+    )  # fmt: skip
     return grad
+
+
+# tl.dot operands: fp16/bf16 on tensor cores; fp32 in exact IEEE arithmetic (not TF32).
+_DOT_PRECISION = {torch.float16: "tf32", torch.bfloat16: "tf32", torch.float32: "ieee"}
+
+
+def fused_forward(
+    input: torch.Tensor,
+    features: torch.Tensor,
+    generator: torch.Tensor,
+    bias: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """Involution of input (B, C, H, W) with the kernel generator @ features + bias, computed per tile.
+
+    features (B, R, Ho, Wo); generator (G*K*K, R) with rows ordered (group, u, v) as a 1x1 conv's output
+    channels; bias (G*K*K,). Returns (B, C, Ho, Wo) without writing the (B, G, K, K, Ho, Wo) kernel map."""
+    batch, channels, height, width = input.shape
+    reduced, out_h, out_w = features.shape[1:]
+    if input.dtype not in _DOT_PRECISION:
+        raise ValueError(f"the fused involution kernel supports float16, bfloat16 and float32, got {input.dtype}")
+    out = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device)
+    for tensor, name in ((input, "input"), (features, "features"), (out, "output")):
+        _check_plane_offsets(tensor, name)
+    if not out.numel():
+        return out
+    block_c = 32 if channels >= 32 else 16  # tl.dot needs every dimension >= 16
+    channel_blocks = triton.cdiv(channels, block_c)
+    grid = _grid(batch, channel_blocks, out_h * out_w, _smallest_block(_FUSED_TILES))
+    _fused_forward_kernel[grid](
+        input, features, generator, bias, out, channels, channels // groups, reduced, channel_blocks, height,
+        width, out_w, out_h * out_w, padding, input.stride(1), input.stride(0), *input.stride()[2:],
+        *features.stride(), *generator.stride(), *out.stride(), K=kernel_size, STRIDE=stride, DILATION=dilation,
+        BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(reduced)),
+        DOT_PRECISION=_DOT_PRECISION[input.dtype],
+    )  # fmt: skip
+    return out

@@ -25,8 +25,9 @@ def run(script, *args):
 def test_op_benchmark_checks_and_times_every_backend(tmp_path):
     out = run("op_bench.py", "--quick", "--batch", "1", "--repeats", "1", "--json", str(tmp_path / "op.json"))
     rows = json.loads((tmp_path / "op.json").read_text())["rows"]
-    assert [(r["stride"], r["provider"]) for r in rows] == [(1, "reference"), (1, "cpu"), (2, "reference"), (2, "cpu")]
-    assert all(r["max_error"] < 1e-4 for r in rows if r["provider"] == "cpu")
+    expected = [(1, "reference"), (1, "torch"), (2, "reference"), (2, "torch")]
+    assert [(r["stride"], r["provider"]) for r in rows] == expected
+    assert all(r["max_error"] < 1e-4 for r in rows if r["provider"] == "torch")
     assert "fwd+bwd x unfold" in out
 
 
@@ -40,9 +41,15 @@ def test_model_benchmark_compares_with_resnet(tmp_path):
         "--repeats",
         "1",
         "--backends",
-        "cpu",
+        "torch",
+        "--fused",
         "--json",
         str(tmp_path / "model.json"),
     )
     rows = json.loads((tmp_path / "model.json").read_text())["rows"]
-    assert [(r["model"], r["backend"]) for r in rows] == [("rednet50", "cpu"), ("resnet50", "-")]
+    assert [(r["model"], r["backend"], r["mode"]) for r in rows] == [
+        ("rednet50", "torch", "eager"),
+        ("rednet50", "torch fused", "eager"),
+        ("resnet50", "-", "eager"),
+    ]
+    assert rows[0]["flops_g"] == rows[1]["flops_g"]

@@ -9,21 +9,23 @@ from hypothesis import strategies as st
 
 from involution.ops import local_correlation, local_correlation_reference
 
-BACKENDS = ["cpu"] + (["triton"] if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1" else [])
+BACKENDS = ["torch"] + (["triton"] if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1" else [])
+# Triton runs on CUDA tensors where there is a GPU, in its interpreter on CPU tensors elsewhere.
+DEVICES = {"torch": "cpu", "triton": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
-def random_problem(b, c, g, h, w, k, stride, dilation, dtype=torch.float64):
+def random_problem(b, c, g, h, w, k, stride, dilation, dtype=torch.float64, device="cpu"):
     padding = dilation * (k - 1) // 2
     out_h = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     out_w = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-    query = torch.randn(b, c, out_h, out_w, dtype=dtype, requires_grad=True)
-    key = torch.randn(b, c, h, w, dtype=dtype, requires_grad=True)
+    query = torch.randn(b, c, out_h, out_w, dtype=dtype, device=device, requires_grad=True)
+    key = torch.randn(b, c, h, w, dtype=dtype, device=device, requires_grad=True)
     return query, key, padding
 
 
 def results(fn, query, key):
     out = fn(query, key)
-    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
     return (out, *torch.autograd.grad(out, (query, key), grad_out))
 
 
@@ -40,7 +42,9 @@ def results(fn, query, key):
     b=st.integers(1, 2),
 )
 def test_matches_reference_with_gradients(backend, groups, group_channels, h, w, k, stride, dilation, b):
-    query, key, padding = random_problem(b, groups * group_channels, groups, h, w, k, stride, dilation)
+    query, key, padding = random_problem(
+        b, groups * group_channels, groups, h, w, k, stride, dilation, device=DEVICES[backend]
+    )
     expected = results(
         lambda q, kk: local_correlation_reference(q, kk, k, groups, stride, padding, dilation), query, key
     )
@@ -51,14 +55,14 @@ def test_matches_reference_with_gradients(backend, groups, group_channels, h, w,
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_gradcheck_cpu():
+def test_gradcheck_torch_backend():
     query, key, _ = random_problem(2, 4, 2, 6, 7, 3, 2, 1)
-    assert torch.autograd.gradcheck(lambda q, k: local_correlation(q, k, 3, 2, stride=2, backend="cpu"), (query, key))
+    assert torch.autograd.gradcheck(lambda q, k: local_correlation(q, k, 3, 2, stride=2, backend="torch"), (query, key))
 
 
 def test_opcheck():
     query, key, padding = random_problem(2, 4, 2, 7, 5, 3, 2, 1, dtype=torch.float32)
-    torch.library.opcheck(torch.ops.involution.correlate.default, (query, key, 3, 2, 2, padding, 1, "cpu"))
+    torch.library.opcheck(torch.ops.involution.correlate.default, (query, key, 3, 2, 2, padding, 1, "torch"))
 
 
 @pytest.mark.parametrize(

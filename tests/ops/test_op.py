@@ -30,7 +30,7 @@ def outputs_and_grads(x, kernel, stride, padding, dilation, backend):
         out = involution2d_reference(x, kernel, stride, padding, dilation)
     else:
         out = involution2d(x, kernel, stride, padding, dilation, backend=backend)
-    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
     return (out, *torch.autograd.grad(out, (x, kernel), grad_out))
 
 
@@ -55,14 +55,14 @@ def problems(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(problems())
-def test_cpu_matches_reference_on_random_shapes(problem):
+def test_torch_backend_matches_reference_on_random_shapes(problem):
     b, c, g, h, w, k, stride, dilation, padding = problem
     x, kernel, padding = random_problem(b, c, g, h, w, k, stride, dilation, padding)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
-    assert_all_close(outputs_and_grads(x, kernel, stride, padding, dilation, "cpu"), expected)
+    assert_all_close(outputs_and_grads(x, kernel, stride, padding, dilation, "torch"), expected)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
 def test_gradcheck_float64(backend, stride, dilation):
     x, kernel, padding = random_problem(2, 4, 2, 7, 6, 3, stride, dilation)
@@ -72,9 +72,9 @@ def test_gradcheck_float64(backend, stride, dilation):
 
 
 @pytest.mark.parametrize("dtype,atol,rtol", HALF_TOLERANCES)
-def test_half_precision_cpu(dtype, atol, rtol):
+def test_half_precision_torch_backend(dtype, atol, rtol):
     x, kernel, padding = random_problem(2, 32, 2, 9, 11, 7, 2, 1, dtype=dtype)
-    actual = outputs_and_grads(x, kernel, 2, padding, 1, "cpu")
+    actual = outputs_and_grads(x, kernel, 2, padding, 1, "torch")
     assert all(t.dtype == dtype for t in actual)
     x32 = x.detach().float().requires_grad_()
     kernel32 = kernel.detach().float().requires_grad_()
@@ -88,7 +88,7 @@ def test_channels_last_and_non_contiguous_inputs():
     # The same kernel values behind a permuted (non-contiguous) layout.
     kernel_nc = kernel.detach().permute(0, 1, 3, 2, 5, 4).contiguous().permute(0, 1, 3, 2, 5, 4).requires_grad_()
     assert not kernel_nc.is_contiguous()
-    assert_all_close(outputs_and_grads(x_cl, kernel_nc, 2, padding, 1, "cpu"), expected)
+    assert_all_close(outputs_and_grads(x_cl, kernel_nc, 2, padding, 1, "torch"), expected)
 
 
 def test_autocast_runs_in_the_autocast_dtype():
@@ -101,7 +101,7 @@ def test_autocast_runs_in_the_autocast_dtype():
 
 def test_opcheck_fake_kernels_and_autograd():
     x, kernel, padding = random_problem(2, 4, 2, 7, 5, 3, 2, 1, dtype=torch.float32)
-    torch.library.opcheck(torch.ops.involution.aggregate.default, (x, kernel, 2, padding, 1, "cpu"))
+    torch.library.opcheck(torch.ops.involution.aggregate.default, (x, kernel, 2, padding, 1, "torch"))
 
 
 def test_torch_compile_fullgraph_matches_eager():
@@ -117,14 +117,21 @@ def outputs_and_grads_of(fn, x, kernel):
     return (out, *torch.autograd.grad(out.sum(), (x, kernel)))
 
 
-def test_auto_backend_on_cpu_is_the_cpu_path(monkeypatch):
+def test_auto_backend_on_cpu_is_the_torch_path(monkeypatch):
     calls = []
-    from involution.ops import cpu
+    from involution.ops import torch_ops
 
-    monkeypatch.setattr(cpu, "forward", lambda *args: calls.append(args) or involution2d_reference(*args))
+    monkeypatch.setattr(torch_ops, "forward", lambda *args: calls.append(args) or involution2d_reference(*args))
     x, kernel, _ = random_problem(1, 4, 1, 5, 5, 3, 1, 1)
     involution2d(x, kernel)
     assert len(calls) == 1
+
+
+def test_former_backend_name_cpu_still_works_with_a_deprecation_warning():
+    x, kernel, padding = random_problem(1, 4, 2, 6, 5, 3, 1, 1)
+    with pytest.warns(DeprecationWarning, match="backend='cpu' is deprecated, use backend='torch'"):
+        out = involution2d(x, kernel, backend="cpu")
+    torch.testing.assert_close(out, involution2d(x, kernel, backend="torch"))
 
 
 def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch):
@@ -195,8 +202,8 @@ def test_onnx_export_goes_through_the_reference(tmp_path):
 
 
 @pytest.mark.parametrize("width,stride", [(51, 1), (51, 2), (9, 1)])
-def test_cpu_both_memory_layouts(width, stride):
-    """Long output rows run in NCHW order, short ones batch-innermost (involution/ops/cpu.py)."""
+def test_torch_backend_both_memory_layouts(width, stride):
+    """Long output rows run in NCHW order, short ones batch-innermost (involution/ops/torch_ops.py)."""
     x, kernel, padding = random_problem(2, 6, 3, 5, width, 5, stride, 1)
     expected = outputs_and_grads(x, kernel, stride, padding, 1, "reference")
-    assert_all_close(outputs_and_grads(x, kernel, stride, padding, 1, "cpu"), expected)
+    assert_all_close(outputs_and_grads(x, kernel, stride, padding, 1, "torch"), expected)

@@ -14,6 +14,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         "Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True
     )
 
+import triton
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -166,6 +167,30 @@ def test_public_op_with_triton_backend_through_autograd(dtype, atol, rtol):
     out = involution2d(x, kernel, stride=2, backend="triton")
     actual = (out, *torch.autograd.grad(out, (x, kernel), grad_out))
     assert_matches(actual, reference_results(x.detach(), kernel.detach(), grad_out, 2, 2, 1), dtype, atol, rtol)
+
+
+@pytest.mark.parametrize("output", range(3))
+def test_every_autotuning_candidate_is_exact(monkeypatch, output):
+    """Autotuning may pick any candidate on a GPU: each one, forced, gives the reference's results."""
+    kernel, candidates = [
+        (triton_kernels._forward_kernel, triton_kernels.PIXEL_TILE_CANDIDATES),
+        (triton_kernels._grad_input_kernel, triton_kernels.PIXEL_TILE_CANDIDATES),
+        (triton_kernels._grad_kernel_kernel, triton_kernels.TAP_TILE_CANDIDATES),
+    ][output]
+    x, weights, grad_out = make_case(1, 24, 2, 7, 9, 3, 2, 1, 1)
+    expected = reference_results(x, weights, grad_out, 2, 1, 1)[output]
+    launchers = [
+        lambda: triton_kernels.forward(x, weights, 2, 1, 1),
+        lambda: triton_kernels.grad_input(grad_out, weights, (7, 9), 2, 1, 1),
+        lambda: triton_kernels.grad_kernel(grad_out, x, 3, 2, 2, 1, 1),
+    ]
+    for block, warps in candidates:
+        monkeypatch.setattr(kernel, "configs", [triton.Config({"BLOCK_P": block}, num_warps=warps)])
+        kernel.cache.clear()
+        actual = launchers[output]()
+        message = f"BLOCK_P={block}: "
+        torch.testing.assert_close(actual.double(), expected, atol=1e-5, rtol=1e-5, msg=lambda m, s=message: s + m)
+    kernel.cache.clear()
 
 
 def test_opcheck_triton_backend():
