@@ -188,6 +188,7 @@ def register_coco_folder(root: Union[str, Path], name: Optional[str] = None) -> 
     registered = []
     for json_file in annotation_files:
         split = json_file.stem.removeprefix("instances_")
+        classes = [category["name"] for category in sorted(_categories(json_file), key=lambda c: c["id"])]
         image_root = root / split
         if not image_root.is_dir():
             raise FileNotFoundError(f"{json_file}: its images should be in {image_root}, which does not exist")
@@ -198,7 +199,6 @@ def register_coco_folder(root: Union[str, Path], name: Optional[str] = None) -> 
         registered.append(dataset)
         label_root = root / f"sem_seg_{split}"
         if label_root.is_dir():
-            classes = [category["name"] for category in sorted(_categories(json_file), key=lambda c: c["id"])]
             loader = partial(load_sem_seg, str(label_root), str(image_root), "png", image_extension(image_root))
             dataset = _register(f"{name}_sem_seg_{split}", loader)
             MetadataCatalog.get(dataset).set(
@@ -219,10 +219,18 @@ def image_extension(image_root: Path) -> str:
 
 
 def _categories(json_file: Path) -> list[dict]:
+    """The categories of a COCO instances file, after checking that it is one (a clear error up front rather
+    than a KeyError deep inside a data loader)."""
     try:
         with open(json_file) as file:
-            return json.load(file)["categories"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+            content = json.load(file)
+        if not isinstance(content, dict):
+            raise TypeError(f"the top level is a {type(content).__name__}, not an object")
+        missing = [key for key in ("images", "annotations", "categories") if not isinstance(content.get(key), list)]
+        if missing:
+            raise KeyError(f"no list under {', '.join(map(repr, missing))}")
+        return content["categories"]
+    except (ValueError, KeyError, TypeError) as error:
         raise malformed(json_file, error) from error
 
 
