@@ -39,6 +39,8 @@ def add_involution_config(cfg: CN) -> None:
     cfg.MODEL.INVOLUTION.GROUP_CHANNELS = 16
     cfg.MODEL.INVOLUTION.REDUCTION_RATIO = 4
 
+    # (SOLVER.CLIP_GRADIENTS.CLIP_TYPE also takes "full_model": clip by the norm of all gradients together, as the
+    # paper's involution configs do, rather than per parameter.)
     # SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (the paper's segmentation schedule): after the warm-up the learning
     # rate falls as (1 - iter / MAX_ITER) ** POLY_LR_POWER from BASE_LR to POLY_LR_MIN.
     cfg.SOLVER.POLY_LR_POWER = 0.9

@@ -21,7 +21,7 @@ from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 
 from detectron2_ext import datasets
 from detectron2_ext.config import load_config
-from detectron2_ext.solver import build_poly_lr_scheduler
+from detectron2_ext.solver import build_optimizer, build_poly_lr_scheduler
 
 
 class Trainer(DefaultTrainer):
@@ -37,6 +37,10 @@ class Trainer(DefaultTrainer):
         ):  # mIoU over the label maps, through pycocotools-free code
             return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
         raise ValueError(f"no evaluator for dataset {dataset_name} (evaluator_type {evaluator_type!r})")
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

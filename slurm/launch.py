@@ -38,12 +38,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("grid", help="grid YAML, e.g. ablations/grids/smoke.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value for every cell, e.g. data.root=/data/imagenet")
     parser.add_argument("--out", help="results directory (default: results/<grid name>)")
-    parser.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     parser.add_argument("--runs", nargs="+", help="only these run ids (also when their record says running)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be submitted; submit nothing")
     parser.add_argument("--no-wait", action="store_true", help="return right after submission")
     parser.add_argument("--wait-timeout", type=float, help="give up waiting after this many minutes")
     parser.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
+    add_executor_arguments(parser)
+    return parser
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--executor and the SLURM options (also used by slurm.detectron2_launch)."""
+    parser.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     cluster = parser.add_argument_group("SLURM")
     cluster.add_argument("--partition")
     cluster.add_argument("--account")
@@ -57,7 +63,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--time", type=int, default=60, help="time limit per job, minutes")
     cluster.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at a time")
     cluster.add_argument("--max-requeues", type=int, default=10, help="preemptions/time-outs before giving up")
-    return parser
 
 
 def make_executor(args, log_dir: Path) -> tuple[submitit.AutoExecutor, dict]:
