@@ -52,9 +52,13 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 def load_config(config_file: Union[str, Path], opts: Sequence[str] = ()) -> CN:
     """Detectron2's defaults + ours, then the YAML file (with its _BASE_ chain), then ``KEY VALUE`` overrides.
-    A key that exists in neither fails with Detectron2's KeyError naming it."""
+    A key that exists in neither fails with a KeyError naming it."""
     cfg = get_cfg()
     add_involution_config(cfg)
     cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_list(list(opts))
+    except AssertionError as error:  # yacs asserts on unknown keys and odd-length lists
+        message = str(error)
+        raise (KeyError if "Non-existent" in message else ValueError)(message) from None
     return cfg

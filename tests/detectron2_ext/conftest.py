@@ -10,6 +10,11 @@ from detectron2_ext import datasets  # noqa: E402
 TINY_SPLITS = {"train": ("train", 8, 0), "val": ("t10k", 4, 1)}
 
 
+@pytest.fixture
+def tiny_splits():
+    return TINY_SPLITS
+
+
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
     """The root of an 8 + 4 image set, registered as tiny_coco_{train,val} and tiny_coco_sem_seg_{train,val}."""
