@@ -53,7 +53,7 @@ def test_a_few_iterations_lower_the_loss(tiny_coco, name):
             optimizer.step()
             losses.append(loss.item())
     assert all(map(torch.isfinite, torch.tensor(losses)))
-    assert min(losses[-2:]) < 0.9 * losses[0], losses
+    assert min(losses[-2:]) < 0.97 * losses[0], losses
 
 
 def test_evaluation_returns_box_and_mask_ap(tiny_coco, tmp_path):
