@@ -31,7 +31,7 @@ class Detectron2Job(submitit.helpers.Checkpointable):
         args = self.args
         args.resume = True  # the last checkpoint in OUTPUT_DIR if there is one (after a requeue), else MODEL.WEIGHTS
         environment = submitit.JobEnvironment()
-        args.num_machines, args.machine_rank = environment.num_nodes, environment.global_rank
+        args.num_machines, args.machine_rank = environment.num_nodes, environment.node
         if environment.num_nodes > 1:
             port = 20000 + zlib.crc32(str(environment.job_id).encode()) % 20000
             args.dist_url = f"tcp://{environment.hostnames[0]}:{port}"
