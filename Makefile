@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test bench
+.PHONY: setup detection demo test bench
 
 setup: $(STAMP) $(FASHION_MNIST)
 
@@ -22,6 +22,24 @@ $(STAMP): pyproject.toml constraints.txt
 $(FASHION_MNIST):
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
 
+# Detectron2 is not on PyPI: built once (its C++ ops for the CPU, and CUDA where a toolkit is found) from the
+# vendored source of the pinned commit when ../shared/vendor has it, otherwise from its git repository. The wheel
+# is kept under .venv/wheels, so a re-install (e.g. after a dependency change) does not rebuild it.
+DETECTRON2_COMMIT := 02b5c4e295e990042a714712c21dc79b731e8833
+DETECTRON2_ARCHIVE := ../shared/vendor/detectron2-02b5c4e.tar.gz
+DETECTRON2_SOURCE := $(if $(wildcard $(DETECTRON2_ARCHIVE)),$(DETECTRON2_ARCHIVE),git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT))
+DETECTRON2_WHEELS := $(VENV)/wheels/detectron2-$(DETECTRON2_COMMIT)
+DETECTRON2_STAMP := $(DETECTRON2_WHEELS)/.installed
+
+detection: $(DETECTRON2_STAMP)
+
+$(DETECTRON2_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[experiments,dev,detection]"
+	ls $(DETECTRON2_WHEELS)/detectron2-*.whl >/dev/null 2>&1 || \
+		$(PY) -m pip wheel --quiet --no-build-isolation --no-deps -w $(DETECTRON2_WHEELS) "$(DETECTRON2_SOURCE)"
+	$(PY) -m pip install --quiet -c constraints.txt $(DETECTRON2_WHEELS)/detectron2-*.whl
+	touch $@
+
 # The main job on the offline default: a Fashion-MNIST ablation study (involution vs convolution vs local
 # self-attention, and a kernel-size sweep; two seeds) through the launcher, then the report. A rerun skips
 # every finished run and only redraws.
@@ -30,7 +48,7 @@ demo: setup
 	$(PY) -m slurm.launch $(DEMO_GRIDS) --out results/demo --parallel 2
 	$(PY) -m analysis report results/demo --out results/demo/report
 
-test: setup
+test: setup detection
 	$(PY) -m pytest
 
 bench: setup

@@ -43,12 +43,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         "specs", nargs="+", metavar="GRID.yaml | key=value", help="grid files, then overrides for every cell"
     )
     parser.add_argument("--out", help="results directory (default: results/<grid name>, with one grid)")
-    parser.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     parser.add_argument("--runs", nargs="+", help="only these run ids")
     parser.add_argument("--dry-run", action="store_true", help="list what would be submitted; submit nothing")
     parser.add_argument("--no-wait", action="store_true", help="return right after submission")
     parser.add_argument("--wait-timeout", type=float, help="give up waiting after this many minutes")
     parser.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
+    add_executor_arguments(parser)
+    return parser
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--executor and the SLURM options (also used by slurm.detectron2_launch)."""
+    parser.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     cluster = parser.add_argument_group("SLURM")
     cluster.add_argument("--partition")
     cluster.add_argument("--account")
@@ -62,11 +68,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--time", type=int, default=60, help="time limit per run, minutes")
     cluster.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at a time")
     cluster.add_argument("--max-requeues", type=int, default=10, help="preemptions/time-outs before giving up")
-    return parser
 
 
-def make_executor(args, log_dir: Path, runs_per_job: int) -> tuple[submitit.AutoExecutor, dict]:
-    """The executor and the parameters it was given (for the manifest)."""
+def make_executor(args, log_dir: Path, runs_per_job: int = 1) -> tuple[submitit.AutoExecutor, dict]:
+    """The executor and the parameters it was given (for the manifest); its time limit covers
+    `runs_per_job` runs of --time minutes."""
     requeues = {"slurm_max_num_timeout": args.max_requeues} if args.executor == "slurm" else {}
     executor = submitit.AutoExecutor(folder=log_dir / "%j", cluster=args.executor, **requeues)
     parameters = {
