@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablations.config import ConfigError
+
 from .collect import SEED_AXIS, Collection, aggregate, paper_table, seed_noise
 from .plots import AXIS_LABELS, all_figures, cell_labels
 
@@ -137,8 +139,6 @@ def _setup_lines(collection: Collection) -> list[str]:
 def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     if collection.runs.empty:
-        from ablations.config import ConfigError
-
         raise ConfigError("no finished runs to report on")
     figures = all_figures(collection, out_dir / "figures")
     title = "Involution study: results"
