@@ -37,10 +37,13 @@ class SyntheticConfig:
     channels: int = 3
 
 
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
 @dataclass
 class DataConfig:
     dataset: str = "fashion_mnist"  # imagenet | fashion_mnist | synthetic
-    root: Optional[str] = "/usr/share/datasets/fashion-mnist"  # imagenet: folder with train/ and val/
+    root: Optional[str] = FASHION_MNIST_DIR  # imagenet: folder with train/ and val/
     # Train on N images only, the same number from every class, drawn with train.seed (quick runs).
     train_subset: Optional[int] = None
     image_size: int = 224  # imagenet crop size (fashion_mnist is 28x28, synthetic sets its own)

@@ -3,8 +3,11 @@
 from pathlib import Path
 from typing import Sequence, Union
 
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+from ablations.config import ConfigError
 
 
 def add_involution_config(cfg: CN) -> None:
@@ -52,13 +55,16 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 def load_config(config_file: Union[str, Path], opts: Sequence[str] = ()) -> CN:
     """Detectron2's defaults + ours, then the YAML file (with its _BASE_ chain), then ``KEY VALUE`` overrides.
-    A key that exists in neither fails with a KeyError naming it."""
+    A missing file, a key that exists in neither or a value of the wrong type fails with a ConfigError naming it."""
+    if not Path(config_file).is_file():
+        raise ConfigError(f"--config-file: no such file {config_file}")
     cfg = get_cfg()
     add_involution_config(cfg)
-    cfg.merge_from_file(str(config_file))
     try:
+        cfg.merge_from_file(str(config_file))
         cfg.merge_from_list(list(opts))
-    except AssertionError as error:  # yacs asserts on unknown keys and odd-length lists
-        message = str(error)
-        raise (KeyError if "Non-existent" in message else ValueError)(message) from None
+    except KeyError as error:  # yacs: "Non-existent config key: ..."
+        raise ConfigError(error.args[0] if error.args else str(error)) from None
+    except (AssertionError, ValueError, yaml.YAMLError) as error:  # yacs asserts on odd-length lists, bad types
+        raise ConfigError(" ".join(str(error).split())) from None
     return cfg

@@ -13,7 +13,6 @@ split in ``DIR/<split>/``; it registers as ``<name>_<split>`` (and ``<name>_sem_
 ``DIR/sem_seg_<split>/`` holds PNG label maps named like the images).
 """
 
-import gzip
 import json
 import os
 import shutil
@@ -25,11 +24,13 @@ from typing import Optional, Union
 import contourpy
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, load_sem_seg
+from detectron2.data.datasets import load_coco_json
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+from ablations.config import FASHION_MNIST_DIR, FASHION_MNIST_FILES, ConfigError
+from ablations.data import read_idx
+
 FASHION_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"
 )  # fmt: skip
@@ -49,15 +50,6 @@ def generated_root() -> Path:
     """Where the generated set lives: $DETECTRON2_DATASETS/fashion_coco (Detectron2's dataset root, default
     ./datasets)."""
     return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")) / GENERATED_NAME
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An idx(.gz) array of Fashion-MNIST (images (N, 28, 28) or labels (N,), uint8)."""
-    with gzip.open(path, "rb") as file:
-        data = file.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def textured_canvas(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -91,8 +83,8 @@ def place(rng: np.random.Generator, size: int, taken: list, extent: int) -> Opti
 
 
 def generate_split(root: Path, split: str, source: str, count: int, seed: int) -> None:
-    items = read_idx(FASHION_MNIST_DIR / f"{source}-images-idx3-ubyte.gz")
-    labels = read_idx(FASHION_MNIST_DIR / f"{source}-labels-idx1-ubyte.gz")
+    items = read_idx(Path(FASHION_MNIST_DIR) / f"{source}-images-idx3-ubyte.gz")
+    labels = read_idx(Path(FASHION_MNIST_DIR) / f"{source}-labels-idx1-ubyte.gz")
     rng = np.random.default_rng(seed)
     (root / split).mkdir(parents=True)
     (root / f"sem_seg_{split}").mkdir()
@@ -151,7 +143,7 @@ def generate(root: Union[str, Path]) -> Path:
     stamp = json.dumps({"version": VERSION, "splits": GENERATED_SPLITS, "size": IMAGE_SIZE})
     if (root / "GENERATED").is_file() and (root / "GENERATED").read_text() == stamp:
         return root
-    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+    if not all((Path(FASHION_MNIST_DIR) / name).is_file() for name in FASHION_MNIST_FILES):
         raise FileNotFoundError(
             f"{FASHION_MNIST_DIR}: Fashion-MNIST is missing; install it with: apt-get install dataset-fashion-mnist"
         )
@@ -174,6 +166,38 @@ def load_checked_coco_json(json_file: Path, image_root: Path, dataset_name: str)
         raise malformed(json_file, error) from error
 
 
+def load_sem_seg_labels(json_file: Path, image_root: Path, label_root: Path) -> list[dict]:
+    """The semantic-segmentation records of a split: its images as the annotation file lists them (not whatever
+    else the folder holds), each with the PNG label map of the same name."""
+    records = []
+    for image in _read_instances(json_file)["images"]:
+        label_file = label_root / Path(image["file_name"]).with_suffix(".png")
+        if not label_file.is_file():
+            raise FileNotFoundError(f"{label_file}: the label map of {image['file_name']} ({json_file}) is missing")
+        records.append(
+            {
+                "file_name": str(image_root / image["file_name"]),
+                "sem_seg_file_name": str(label_file),
+                "height": image["height"],
+                "width": image["width"],
+            }
+        )
+    return records
+
+
+def register_coco_folders(folders: list[Union[str, Path]]) -> list[str]:
+    """Register several COCO-format folders, refusing two that would register under one name."""
+    by_name = {}
+    for folder in folders:
+        name = Path(folder).resolve().name
+        if name in by_name:
+            raise ConfigError(
+                f"--dataset-dir: {by_name[name]} and {folder} both register as {name}_<split>; rename one folder"
+            )
+        by_name[name] = folder
+    return [dataset for folder in folders for dataset in register_coco_folder(folder)]
+
+
 def register_coco_folder(root: Union[str, Path], name: Optional[str] = None) -> list[str]:
     """Register every split of a COCO-format folder (see the module docstring) as ``<name>_<split>`` (and
     ``<name>_sem_seg_<split>``); ``name`` defaults to the folder's name. Returns the registered names."""
@@ -188,19 +212,23 @@ def register_coco_folder(root: Union[str, Path], name: Optional[str] = None) -> 
     registered = []
     for json_file in annotation_files:
         split = json_file.stem.removeprefix("instances_")
-        classes = [category["name"] for category in sorted(_categories(json_file), key=lambda c: c["id"])]
+        categories = sorted(_read_instances(json_file)["categories"], key=lambda category: category["id"])
+        classes = [category["name"] for category in categories]
         image_root = root / split
         if not image_root.is_dir():
             raise FileNotFoundError(f"{json_file}: its images should be in {image_root}, which does not exist")
         dataset = _register(
             f"{name}_{split}", partial(load_checked_coco_json, json_file, image_root, f"{name}_{split}")
         )
-        MetadataCatalog.get(dataset).set(json_file=str(json_file), image_root=str(image_root), evaluator_type="coco")
+        MetadataCatalog.get(dataset).set(
+            json_file=str(json_file), image_root=str(image_root), evaluator_type="coco", thing_classes=classes
+        )
         registered.append(dataset)
         label_root = root / f"sem_seg_{split}"
         if label_root.is_dir():
-            loader = partial(load_sem_seg, str(label_root), str(image_root), "png", image_extension(image_root))
-            dataset = _register(f"{name}_sem_seg_{split}", loader)
+            dataset = _register(
+                f"{name}_sem_seg_{split}", partial(load_sem_seg_labels, json_file, image_root, label_root)
+            )
             MetadataCatalog.get(dataset).set(
                 stuff_classes=["background", *classes],
                 ignore_label=IGNORE_LABEL,
@@ -212,15 +240,14 @@ def register_coco_folder(root: Union[str, Path], name: Optional[str] = None) -> 
     return registered
 
 
-def image_extension(image_root: Path) -> str:
-    """The extension of a folder's images (load_sem_seg pairs images and label maps by name)."""
-    first = next((p for p in sorted(image_root.iterdir()) if p.is_file()), None)
-    return first.suffix.lstrip(".") if first else "jpg"
+CATEGORY_KEYS = {"id": int, "name": str}
+IMAGE_KEYS = {"file_name": str, "height": int, "width": int}
 
 
-def _categories(json_file: Path) -> list[dict]:
-    """The categories of a COCO instances file, after checking that it is one (a clear error up front rather
-    than a KeyError deep inside a data loader)."""
+def _read_instances(json_file: Path) -> dict:
+    """A COCO instances file, after checking that it is one (a clear error up front rather than a KeyError deep
+    inside a data loader): images, annotations and categories lists, every category with an integer id and a
+    name, every image with a file name and its size."""
     try:
         with open(json_file) as file:
             content = json.load(file)
@@ -229,13 +256,21 @@ def _categories(json_file: Path) -> list[dict]:
         missing = [key for key in ("images", "annotations", "categories") if not isinstance(content.get(key), list)]
         if missing:
             raise KeyError(f"no list under {', '.join(map(repr, missing))}")
-        return content["categories"]
+        for kind, required in (("categories", CATEGORY_KEYS), ("images", IMAGE_KEYS)):
+            for index, entry in enumerate(content[kind]):
+                entry = entry if isinstance(entry, dict) else {}
+                bad = [f"{key} ({type_.__name__})" for key, type_ in required.items()
+                       if not isinstance(entry.get(key), type_)]  # fmt: skip
+                if bad:
+                    raise KeyError(f"{kind}[{index}] lacks {' and '.join(bad)}: {content[kind][index]!r:.80}")
+        return content
     except (ValueError, KeyError, TypeError) as error:
         raise malformed(json_file, error) from error
 
 
-def malformed(json_file: Path, error: Exception) -> ValueError:
-    return ValueError(f"{json_file}: not a COCO-format instances annotation file ({type(error).__name__}: {error})")
+def malformed(json_file: Path, error: Exception) -> ConfigError:
+    reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return ConfigError(f"{json_file}: not a COCO-format instances annotation file ({type(error).__name__}: {reason})")
 
 
 def _register(name: str, loader) -> str:

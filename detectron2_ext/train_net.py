@@ -9,17 +9,20 @@
 
 The generated fashion_coco set is generated and registered when a config names it; --dataset-dir registers a
 COCO-format folder (see detectron2_ext.datasets). --resume continues from OUTPUT_DIR's last checkpoint.
+Processes on one machine meet at a free port of it; several machines need --dist-url tcp://<first machine>:PORT.
 """
 
 import os
-import sys
+from functools import partial
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 
-from detectron2_ext import datasets
+from ablations import cli
+from ablations.config import ConfigError
+from detectron2_ext import checks, datasets
 from detectron2_ext.config import load_config
 from detectron2_ext.solver import build_optimizer, build_poly_lr_scheduler
 
@@ -58,14 +61,14 @@ def get_args_parser():
         help="a COCO-format folder (annotations/instances_<split>.json, images in <split>/) to register as "
         "<folder name>_<split>; may be repeated",
     )
+    parser.set_defaults(dist_url="auto")  # a free port: two jobs on one machine must not meet at the same one
     return parser
 
 
 def setup(args):
     """The config (file + KEY VALUE overrides) with the datasets it names registered."""
     cfg = load_config(args.config_file, args.opts)
-    for folder in args.dataset_dir:
-        datasets.register_coco_folder(folder)
+    datasets.register_coco_folders(args.dataset_dir)
     if any(name.startswith(datasets.GENERATED_NAME + "_") for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
         datasets.register_generated()
     cfg.freeze()
@@ -84,15 +87,21 @@ def main(args):
     return trainer.train()
 
 
+def prepare(args):
+    """The config, after everything that can be checked before a training process starts: config keys and
+    values, datasets and their classes, the backbone and its checkpoint, how the processes meet."""
+    cfg = setup(args)
+    checks.check(cfg)
+    if args.num_machines > 1 and args.dist_url == "auto":
+        raise ConfigError("--dist-url: processes on several machines meet at tcp://<first machine's address>:PORT")
+    return cfg
+
+
 def invoke(args) -> None:
-    """Check the config and datasets here (bad keys, values or files end in one line), then train or evaluate
-    in ``args.num_gpus`` processes per machine."""
-    try:
-        setup(args)
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"train_net: {error.args[0] if isinstance(error, KeyError) and error.args else error}")
+    """Check everything here, then train or evaluate in ``args.num_gpus`` processes per machine."""
+    prepare(args)
     launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
 
 
 if __name__ == "__main__":
-    invoke(get_args_parser().parse_args())
+    cli.run(partial(invoke, get_args_parser().parse_args()), "train_net")

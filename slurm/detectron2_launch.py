@@ -3,19 +3,21 @@
     python -m slurm.detectron2_launch --config-file detectron2_ext/configs/mask_rcnn_red50_fpn_1x.yaml \\
         --executor slurm --partition gpu --nodes 1 --gpus-per-node 8 --time 1440 [KEY VALUE ...]
 
-Takes train_net's arguments and the launcher's executor/SLURM options (slurm.launch). One task per node runs
-Detectron2's launcher, which starts a process per GPU; nodes meet at the first node's address. The job always
+Takes train_net's arguments and the launcher's executor/SLURM options (slurm.launch); what train_net checks
+(config, datasets, classes, backbone checkpoint) is checked before submitting. One task per node runs
+Detectron2's launcher, which starts a process per GPU; they meet at a free port of the node, or at the first
+node's address at a port derived from the job id when there are several nodes. The job always
 resumes: preempted or timed out, it is requeued (up to --max-requeues times) and continues from the last
 checkpoint in OUTPUT_DIR; a fresh OUTPUT_DIR starts from MODEL.WEIGHTS. Submitit's logs go to
 OUTPUT_DIR/submitit/.
 """
 
-import sys
 import zlib
 from pathlib import Path
 
 import submitit
 
+from ablations import cli
 from detectron2_ext import train_net
 
 from .launch import add_executor_arguments, make_executor
@@ -35,6 +37,8 @@ class Detectron2Job(submitit.helpers.Checkpointable):
         if environment.num_nodes > 1:
             port = 20000 + zlib.crc32(str(environment.job_id).encode()) % 20000
             args.dist_url = f"tcp://{environment.hostnames[0]}:{port}"
+        else:  # other jobs may share the node: a free port of it, not Detectron2's fixed per-user one
+            args.dist_url = "auto"
         train_net.launch(train_net.main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, (args,))
 
 
@@ -48,7 +52,7 @@ def get_args_parser():
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    cfg = train_net.setup(args)  # bad config keys and dataset folders fail here, before submission
+    cfg = train_net.prepare(args)  # bad configs, datasets and checkpoints fail here, before submission
     args.num_gpus = max(1, args.gpus_per_node)  # train_net's processes per node
     args.tasks_per_node = 1  # Detectron2 starts the per-GPU processes itself
     args.name = f"d2-{Path(args.config_file).stem}"
@@ -63,4 +67,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "slurm.detectron2_launch")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,19 @@ def test_malformed_annotation_file(tmp_path, content):
     (tmp_path / "annotations" / "instances_train.json").write_text(content)
     with pytest.raises(ValueError, match="instances_train.json: not a COCO-format instances annotation file"):
         datasets.register_coco_folder(tmp_path)
+
+
+def test_images_are_the_annotation_files_not_whatever_the_folder_holds(tiny_coco, tmp_path):
+    folder = shutil.copytree(tiny_coco, tmp_path / "shop")
+    for extra in ("val/.DS_Store", "val/README", "sem_seg_val/.DS_Store"):
+        (folder / extra).write_text("not an image")
+    records = DatasetCatalog.get(datasets.register_coco_folder(folder)[-1])
+    assert [Path(r["file_name"]).name for r in records] == [f"{i:06d}.png" for i in range(1, 5)]
+    assert all(Path(r["sem_seg_file_name"]).is_file() and r["height"] == datasets.IMAGE_SIZE for r in records)
+
+
+def test_a_missing_label_map_is_named(tiny_coco, tmp_path):
+    folder = shutil.copytree(tiny_coco, tmp_path / "shop")
+    (folder / "sem_seg_val" / "000003.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"sem_seg_val/000003.png: the label map of 000003.png .* is missing"):
+        DatasetCatalog.get(datasets.register_coco_folder(folder)[-1])
