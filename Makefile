@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 $(FASHION_MNIST):
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
 
-# Detectron2 is not on PyPI: built once (its C++ ops for the CPU, and CUDA where a toolkit is found) from the
-# vendored source of the pinned commit when ../shared/vendor has it, otherwise from its git repository. The wheel
+# Detectron2 is not on PyPI: built once (its C++ ops for the CPU, and CUDA where a toolkit is found) from
+# DETECTRON2_SOURCE, by default its git repository at the pinned commit; offline, set it to a source tarball of
+# that commit (make test DETECTRON2_SOURCE=/path/to/detectron2-02b5c4e.tar.gz, or in the environment). The wheel
 # is kept under .venv/wheels, so a re-install (e.g. after a dependency change) does not rebuild it.
 DETECTRON2_COMMIT := 02b5c4e295e990042a714712c21dc79b731e8833
-DETECTRON2_ARCHIVE := ../shared/vendor/detectron2-02b5c4e.tar.gz
-DETECTRON2_SOURCE := $(if $(wildcard $(DETECTRON2_ARCHIVE)),$(DETECTRON2_ARCHIVE),git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT))
+DETECTRON2_SOURCE ?= git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT)
 DETECTRON2_WHEELS := $(VENV)/wheels/detectron2-$(DETECTRON2_COMMIT)
 DETECTRON2_STAMP := $(DETECTRON2_WHEELS)/.installed
 
@@ -40,7 +40,7 @@ $(DETECTRON2_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt $(DETECTRON2_WHEELS)/detectron2-*.whl
 	touch $@
 
-# The main job on the offline default: a Fashion-MNIST ablation study (involution vs convolution vs local
+# The offline demo: a Fashion-MNIST ablation study (involution vs convolution vs local
 # self-attention, and a kernel-size sweep; two seeds) through the launcher, then the report. A rerun skips
 # every finished run and only redraws.
 DEMO_GRIDS := ablations/grids/demo/operator.yaml ablations/grids/demo/kernel_size.yaml

@@ -8,9 +8,9 @@ the instance mask, box and area are those of the rasterized polygons (holes fill
 so boxes, masks and the semantic label map agree exactly. Items never overlap.
 Generation is deterministic (seeded per split) and takes seconds.
 
-A COCO-format folder is laid out as COCO is: ``DIR/annotations/instances_<split>.json`` with the images of each
-split in ``DIR/<split>/``; it registers as ``<name>_<split>`` (and ``<name>_sem_seg_<split>`` where
-``DIR/sem_seg_<split>/`` holds PNG label maps named like the images).
+A COCO-format folder is laid out as COCO is: ``DIR/annotations/instances_<split>.json`` with the images it lists
+in ``DIR/<split>/``; it registers as ``<name>_<split>`` (and ``<name>_sem_seg_<split>`` where
+``DIR/sem_seg_<split>/`` holds PNG label maps named like the images). Other files in the folders are ignored.
 """
 
 import json
