@@ -24,19 +24,21 @@ CLASS_KEYS = {
 REDNET_BACKBONES = ("build_rednet_fpn_backbone", "build_rednet_retinanet_fpn_backbone")
 
 
-def check(cfg) -> None:
-    check_datasets(cfg)
-    check_num_classes(cfg)
+def check(cfg, eval_only: bool = False) -> None:
+    """Everything below; an evaluation alone needs none of the DATASETS.TRAIN datasets."""
+    splits = ("TEST",) if eval_only else ("TRAIN", "TEST")
+    check_datasets(cfg, splits)
+    check_num_classes(cfg, splits)
     check_backbone(cfg)
 
 
-def named_datasets(cfg) -> list[tuple[str, str]]:
-    return [(f"DATASETS.{split}", name) for split in ("TRAIN", "TEST") for name in cfg.DATASETS[split]]
+def named_datasets(cfg, splits) -> list[tuple[str, str]]:
+    return [(f"DATASETS.{split}", name) for split in splits for name in cfg.DATASETS[split]]
 
 
-def check_datasets(cfg) -> None:
+def check_datasets(cfg, splits=("TRAIN", "TEST")) -> None:
     registered = DatasetCatalog.list()
-    for key, name in named_datasets(cfg):
+    for key, name in named_datasets(cfg, splits):
         if name not in registered:
             close = difflib.get_close_matches(name, registered, n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
@@ -54,12 +56,12 @@ def check_datasets(cfg) -> None:
                 )
 
 
-def check_num_classes(cfg) -> None:
+def check_num_classes(cfg, splits=("TRAIN", "TEST")) -> None:
     if cfg.MODEL.META_ARCHITECTURE not in CLASS_KEYS:
         return
     key, classes_field = CLASS_KEYS[cfg.MODEL.META_ARCHITECTURE]
     num_classes = reduce(getattr, key.split("."), cfg)
-    for _, name in named_datasets(cfg):
+    for _, name in named_datasets(cfg, splits):
         classes = MetadataCatalog.get(name).get(classes_field, None)
         if classes is not None and len(classes) != num_classes:
             listed = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")

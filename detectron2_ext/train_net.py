@@ -91,7 +91,7 @@ def prepare(args):
     """The config, after everything that can be checked before a training process starts: config keys and
     values, datasets and their classes, the backbone and its checkpoint, how the processes meet."""
     cfg = setup(args)
-    checks.check(cfg)
+    checks.check(cfg, args.eval_only)
     if args.num_machines > 1 and args.dist_url == "auto":
         raise ConfigError("--dist-url: processes on several machines meet at tcp://<first machine's address>:PORT")
     return cfg

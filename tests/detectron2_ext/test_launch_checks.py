@@ -42,6 +42,11 @@ def test_an_unregistered_dataset_is_named(tiny_coco, key):
         prepare(MASK_RCNN, f"DATASETS.{key}", '("tiny_coco_trian",)')
 
 
+def test_an_evaluation_needs_only_the_test_datasets(tiny_coco):
+    evaluation = ["DATASETS.TRAIN", '("coco_2017_train",)', "DATASETS.TEST", '("tiny_coco_val",)']
+    prepare(MASK_RCNN, *evaluation, flags=["--eval-only"])
+
+
 def test_a_dataset_whose_files_are_missing_is_named():
     with pytest.raises(ConfigError, match=r"DATASETS.TRAIN: coco_2017_train reads .*instances_train2017.json"):
         prepare(MASK_RCNN, "DATASETS.TRAIN", '("coco_2017_train",)', "MODEL.ROI_HEADS.NUM_CLASSES", "80")
