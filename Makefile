@@ -25,8 +25,7 @@ $(FASHION_MNIST):
 # Detectron2 is not on PyPI: built once (its C++ ops for the CPU, and CUDA where a toolkit is found) from
 # DETECTRON2_SOURCE: a source tarball of the pinned commit (make test DETECTRON2_SOURCE=/path/to/detectron2-02b5c4e.tar.gz,
 # or in the environment); unset, the tarball in shared/vendor beside the checkout when present, else its git
-# repository. The wheel
-# is kept under .venv/wheels, so a re-install (e.g. after a dependency change) does not rebuild it.
+# repository. The wheel is kept under .venv/wheels, so a re-install (e.g. after a dependency change) does not rebuild it.
 DETECTRON2_COMMIT := 02b5c4e295e990042a714712c21dc79b731e8833
 DETECTRON2_VENDORED := $(wildcard ../shared/vendor/detectron2-02b5c4e.tar.gz)
 DETECTRON2_SOURCE ?= $(or $(DETECTRON2_VENDORED),git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT))
