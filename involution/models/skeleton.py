@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from ..module import ConvModule, Involution2d
+from .attention import AttentionStem
 
-STEMS = ("involution", "conv", "small")
+STEMS = ("involution", "conv", "small", "attention")
 EXPANSION = 4
 
 # mixer(channels, stride=stride) -> a module mapping (B, channels, H, W) to (B, channels, H/stride, W/stride).
@@ -54,7 +55,9 @@ def make_stem(
 ) -> tuple[nn.Module, nn.Module]:
     """(stem, pool). "involution": RedNet's (3x3 conv /2, KxK involution, 3x3 conv, max pool /2);
     "conv": ResNet's (7x7 conv /2, max pool /2); "small": one 3x3 conv with stride small_stride, for
-    small images (28x28, 32x32)."""
+    small images (28x28, 32x32); "attention": SASA's full-attention stem (self-attention within each 4x4
+    block with spatially aware values, BN, 4x4 max pool /4, as the SASA paper describes it: no ReLU, and no
+    spatial convolution)."""
     max_pool = nn.MaxPool2d(3, 2, 1)
     if kind == "involution":
         half = width // 2
@@ -70,6 +73,9 @@ def make_stem(
         return nn.Sequential(ConvModule(in_chans, width, 7, stride=2)), max_pool
     if kind == "small":
         return nn.Sequential(ConvModule(in_chans, width, 3, stride=small_stride)), nn.Identity()
+    if kind == "attention":
+        stem = AttentionStem(in_chans, width)
+        return nn.Sequential(stem, nn.BatchNorm2d(width)), nn.MaxPool2d(stem.window, ceil_mode=True)
     raise ValueError(f"unknown stem {kind!r}, expected one of {STEMS}")
 
 

@@ -1,5 +1,5 @@
-"""The registered models: RedNet (involution), ResNet (convolution) and SASA (local self-attention),
-at the paper's depths, in the same skeleton."""
+"""The registered models: RedNet (involution), ResNet (convolution) and SASA (local self-attention, with a
+convolution stem or, as ``sasafull``, the attention stem), at the paper's depths, in the same skeleton."""
 
 from functools import partial
 
@@ -51,13 +51,20 @@ def sasa(
     **kwargs,
 ) -> BottleneckNet:
     """The self-attention baseline: every bottleneck's 3x3 convolution replaced by KxK local multi-head
-    self-attention with relative positions (stand-alone self-attention with a convolution stem)."""
+    self-attention with relative positions (SASA's "conv-stem + attention"; ``stem="attention"`` gives its
+    "full attention" model, registered as ``sasafull``)."""
     mixer = partial(LocalSelfAttention, kernel_size=kernel_size, heads=heads, dilation=dilation, backend=backend)
     return BottleneckNet(DEPTHS[depth], mixer, stem=stem, backend=backend, **kwargs)
 
 
-for _family in (rednet, resnet, sasa):
-    for _depth in DEPTHS:
+def sasafull(depth: int, stem: str = "attention", **kwargs) -> BottleneckNet:
+    """SASA's full-attention model: the attention stem, no spatial convolution anywhere (published at
+    depths 26/38/50)."""
+    return sasa(depth, stem=stem, **kwargs)
+
+
+for _family, _depths in ((rednet, DEPTHS), (resnet, DEPTHS), (sasa, DEPTHS), (sasafull, (26, 38, 50))):
+    for _depth in _depths:
         _builder = partial(_family, _depth)
         _builder.__name__ = f"{_family.__name__}{_depth}"
         _builder.__doc__ = f"{_family.__name__}{_depth}: {(_family.__doc__ or '').splitlines()[0]}"

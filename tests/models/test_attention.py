@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from involution import Involution2d
-from involution.models.attention import LocalSelfAttention
+from involution.models.attention import AttentionStem, LocalSelfAttention
 
 
 def windows(t, k, stride, dilation):
@@ -65,3 +65,39 @@ def test_attention_rejects_bad_arguments():
         LocalSelfAttention(10, heads=4)
     with pytest.raises(ValueError, match="dot_product needs channels // reduction_ratio = 2 divisible by the 4 groups"):
         Involution2d(16, group_channels=4, reduction_ratio=8, kernel_generation="dot_product")
+
+
+@pytest.mark.parametrize("size", [(8, 12), (7, 10)])  # whole blocks; partial blocks at the bottom and right
+def test_attention_stem_matches_direct_computation(size):
+    torch.manual_seed(0)
+    window, heads, channels = 4, 2, 8
+    layer = AttentionStem(3, channels, window=window, heads=heads, mixtures=3).eval()
+    x = torch.randn(2, 3, *size)
+    height, width = size
+    q, k = layer.query(x), layer.key(x)
+    # p(a, b, m) = softmax_m((emb_row(a) + emb_col(b)) . nu_m); value at (i, j): (sum_m p W_V^m) x_ij.
+    mixing = ((layer.row_embedding[:, None] + layer.col_embedding[None]) @ layer.mixture_embedding.T).softmax(-1)
+    expected = torch.zeros(2, channels, height, width)
+    d = channels // heads
+    for i in range(height):
+        for j in range(width):
+            block = [(a, b) for a in range(height) for b in range(width) if (a // 4, b // 4) == (i // 4, j // 4)]
+            values = torch.stack(
+                [
+                    torch.einsum("m,mod,nd->no", mixing[a % 4, b % 4], layer.value_weights, x[:, :, a, b])
+                    for a, b in block
+                ],
+                dim=-1,
+            )  # (B, C, block pixels)
+            keys = torch.stack([k[:, :, a, b] for a, b in block], dim=-1)
+            for h in range(heads):
+                part = slice(h * d, (h + 1) * d)
+                logits = torch.einsum("nc,ncp->np", q[:, part, i, j], keys[:, part]) * d**-0.5
+                expected[:, part, i, j] = torch.einsum("np,ncp->nc", logits.softmax(-1), values[:, part])
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_stem_names_bad_widths():
+    with pytest.raises(ValueError, match="AttentionStem: channels=30 is not divisible by heads=4"):
+        AttentionStem(3, 30)

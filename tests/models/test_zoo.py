@@ -2,15 +2,16 @@
 
 import pytest
 import torch
+from torch import nn
 
 from involution import Involution2d
 from involution.models import BottleneckNet, build_model, list_models
-from involution.models.attention import LocalSelfAttention
+from involution.models.attention import AttentionStem, LocalSelfAttention
 
 
 def test_registry_lists_every_family_and_depth():
     for family in ("rednet", "resnet", "sasa"):
-        assert list_models(f"{family}*") == [f"{family}{d}" for d in (26, 38, 50, 101, 152)]
+        assert list_models(f"{family}[0-9]*") == [f"{family}{d}" for d in (26, 38, 50, 101, 152)]
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -96,3 +97,24 @@ def test_overrides_win_and_bad_names_fail():
         build_model("rednet27")
     with pytest.raises(ValueError, match=r"out_indices must be stage numbers 0..3, got \(4,\)"):
         build_model("rednet26", out_indices=(4,))
+
+
+@pytest.mark.parametrize("size", [(65, 47), (31, 31)])
+def test_full_attention_sasa_has_no_spatial_convolution_and_trains_on_odd_sizes(size):
+    model = build_model("sasa26", stem="attention", num_classes=10, width=16, zero_init_residual=False)
+    assert isinstance(model.stem[0], AttentionStem)
+    spatial = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert not spatial, f"spatial convolutions: {spatial}"
+    logits = model(torch.randn(2, 3, *size))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    logits.logsumexp(dim=1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    reduced = model.maxpool(model.stem(torch.randn(2, 3, *size)))
+    assert reduced.shape[-2:] == tuple(-(-side // 4) for side in size)  # as the convolution stem: ceil(side / 4)
+
+
+def test_sasafull_is_sasa_with_the_attention_stem():
+    named, built = build_model("sasafull50"), build_model("sasa50", stem="attention")
+    assert {k: v.shape for k, v in named.state_dict().items()} == {k: v.shape for k, v in built.state_dict().items()}
+    assert list_models("sasafull*") == ["sasafull26", "sasafull38", "sasafull50"]
