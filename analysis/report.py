@@ -87,11 +87,10 @@ def paper_comparison(collection: Collection) -> pd.DataFrame:
     if cells.empty:
         return cells
     cells = cells.assign(label=cell_labels(cells, collection.axes))
-    paper = paper_table().dropna(subset=["registry_name"]).set_index(["family", "depth"])
+    paper = paper_table().dropna(subset=["registry_name"]).set_index("registry_name")
     rows = []
     for _, cell in cells.iterrows():
-        key = (cell["family"], cell["depth"])
-        published = paper.loc[key] if key in paper.index else None
+        published = paper.loc[cell["model"]] if cell["model"] in paper.index else None
         rows.append(
             {
                 "own run": cell["label"],
