@@ -30,6 +30,12 @@ class Collection:
     skipped: list = field(default_factory=list)  # (why: unreadable/pending/running/failed/..., message) per file
     unfinished: dict = field(default_factory=dict)  # grid name -> {run_id: status} of its runs not finished
 
+    def runs_of(self, grid: str) -> pd.DataFrame:
+        """The finished runs that belong to a grid (none when no run has finished)."""
+        if self.runs.empty:
+            return self.runs
+        return self.runs[self.runs["grids"].str.split(",").apply(lambda names: grid in names)]
+
     def summary(self) -> str:
         counts = collections.Counter(why for why, _ in self.skipped)
         left_out = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))

@@ -192,7 +192,7 @@ def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
     """One figure per grid axis (the seed axis excluded), top-1 mean ± std over seeds."""
     figures = []
     for grid, keys in collection.axes.items():
-        runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names, g=grid: g in names)]
+        runs = collection.runs_of(grid)
         axes = [k for k in keys if k != SEED_AXIS]
         if runs.empty or not axes:
             continue

@@ -49,7 +49,7 @@ def _accuracy(row) -> str:
 
 def grid_table(collection: Collection, grid: str) -> pd.DataFrame:
     """One row per cell of the grid's finished runs (empty when none has finished yet)."""
-    runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names: grid in names)]
+    runs = collection.runs_of(grid)
     if runs.empty:
         return pd.DataFrame()
     cells = aggregate(runs)
@@ -115,7 +115,7 @@ def _ranking(collection: Collection) -> list[str]:
     for grid, axes in collection.axes.items():
         if "model" not in axes:
             continue
-        runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names, g=grid: g in names)]
+        runs = collection.runs_of(grid)
         if runs.empty:
             continue
         for depth, own in aggregate(runs).groupby("depth"):

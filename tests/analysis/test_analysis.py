@@ -160,6 +160,15 @@ def test_report_lists_a_grid_with_no_finished_run_and_draws_the_rest(study, tmp_
     assert (tmp_path / "report" / "figures" / "ablation_kernel_kernel_size.png").exists()
 
 
+def test_plots_with_no_finished_run_yet_draw_the_published_figures(tmp_path):
+    queued = tmp_path / "queued"
+    for seed in (0, 1):
+        model = {"name": "resnet26", "options": {}}
+        _finished(queued, "queued", {"train.seed": seed}, model, 0.0, records.PENDING)
+    assert main(["plots", str(queued), "--out", str(tmp_path / "figures")]) == 0
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == {"top1_vs_flops", "top1_vs_params"}
+
+
 def test_the_committed_example_redraws_on_a_fresh_clone(tmp_path):
     assert main(["plots", str(EXAMPLE), "--out", str(tmp_path)]) == 0
     figures = sorted(p.stem for p in tmp_path.glob("*.png"))
