@@ -1,8 +1,9 @@
 """Run records -> one tidy pandas table (one row per finished run) and its aggregate over seeds.
 
-Columns: run_id, results directory, grids, model, family (rednet/resnet/sasa), depth, dataset, input size,
-seed, top1, top5, params, FLOPs, images/s, wall time, epochs, device, git commit, and one column per grid
-axis found in the runs (its value read from each run's config, so a run shared by two grids has both).
+Columns: run_id, results directory, grids, model, model options (JSON), family (rednet/resnet/sasa), depth,
+dataset, input size, seed, top1, top5, params, FLOPs, images/s, wall time, epochs, device, git commit, and one
+column per grid axis found in the runs (its value read from each run's config, so a run shared by two grids has both).
+A run found in several directories is one row (copies with other results are named and left out).
 Unreadable files, failed and unfinished runs are reported (counted and named) and kept out of the table.
 """
 
@@ -17,17 +18,23 @@ import pandas as pd
 
 from ablations import records
 from ablations.config import ConfigError
+from involution.published import published_rows
 
 SEED_AXIS = "train.seed"
-# Published numbers, beside the records (results/paper/ in a clone).
-PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 
 
 @dataclass
 class Collection:
     runs: pd.DataFrame  # one row per finished run
     axes: dict  # grid name -> its axis keys, in file order
-    skipped: list = field(default_factory=list)  # (why: unreadable/pending/running/failed, message) per file
+    skipped: list = field(default_factory=list)  # (why: unreadable/pending/running/failed/..., message) per file
+    unfinished: dict = field(default_factory=dict)  # grid name -> {run_id: status} of its runs not finished
+
+    def runs_of(self, grid: str) -> pd.DataFrame:
+        """The finished runs that belong to a grid (none when no run has finished)."""
+        if self.runs.empty:
+            return self.runs
+        return self.runs[self.runs["grids"].str.split(",").apply(lambda names: grid in names)]
 
     def summary(self) -> str:
         counts = collections.Counter(why for why, _ in self.skipped)
@@ -36,22 +43,52 @@ class Collection:
 
 
 def collect(directories) -> Collection:
-    rows, axes, skipped = [], {}, []
+    found, axes, skipped = [], {}, []
     for directory in map(Path, directories):
         if not directory.is_dir():
             raise ConfigError(f"no results directory {directory}")
-        found, problems = records.read_records(directory)
+        readable, problems = records.read_records(directory)
         skipped += [("unreadable", str(problem)) for problem in problems]
-        for record in found:
-            for grid, values in record.grids.items():
-                axes.setdefault(grid or "(unnamed grid)", list(values))
-            if record.status != records.FINISHED or record.top1 is None:
+        found += [(record, records.record_path(directory, record.run_id)) for record in readable]
+    finished = {record.run_id for record, _ in found if _finished(record)}
+    rows, first_copy, unfinished = {}, {}, collections.defaultdict(dict)
+    for record, path in found:
+        for grid, values in record.grids.items():
+            axes.setdefault(grid or "(unnamed grid)", list(values))
+        if not _finished(record):
+            if record.run_id not in finished:  # else another directory holds it finished
+                for grid in record.grids:
+                    unfinished[grid or "(unnamed grid)"][record.run_id] = record.status
                 detail = f" ({record.error.strip().splitlines()[-1]})" if record.error else ""
-                path = records.record_path(directory, record.run_id)
                 skipped.append((record.status, f"{path}: {record.status}{detail}"))
-                continue
-            rows.append(_row(record, directory))
-    return Collection(_with_axes(pd.DataFrame(rows), axes), axes, skipped)
+            continue
+        if record.run_id not in rows:
+            rows[record.run_id], first_copy[record.run_id] = _row(record, path.parent), (record, path)
+            continue
+        kept, kept_path = first_copy[record.run_id]
+        if _results(record) != _results(kept):
+            skipped.append(("conflicting copy", f"{path}: conflicts with {kept_path} ({_differences(kept, record)}); "
+                            f"kept {kept_path}"))  # fmt: skip
+            continue
+        skipped.append(("duplicate", f"{path}: same run as {kept_path}"))
+        row = rows[record.run_id]  # the grids that claim a run are not a result: merge them
+        merged = set(row["grids"].split(",")) | set(record.grids)
+        row["grids"] = ",".join(sorted(g for g in merged if g))
+    return Collection(_with_axes(pd.DataFrame(list(rows.values())), axes), axes, skipped, dict(unfinished))
+
+
+def _finished(record: records.RunRecord) -> bool:
+    return record.status == records.FINISHED and record.top1 is not None
+
+
+def _results(record: records.RunRecord) -> tuple:
+    """What two copies of one finished run must agree on to be the same result."""
+    return record.top1, record.top5, len(record.epochs)
+
+
+def _differences(kept: records.RunRecord, other: records.RunRecord) -> str:
+    names = ("top-1", "top-5", "epochs")
+    return ", ".join(f"{n} {a} vs {b}" for n, a, b in zip(names, _results(kept), _results(other)) if a != b)
 
 
 def _with_axes(runs: pd.DataFrame, axes: dict) -> pd.DataFrame:
@@ -75,6 +112,7 @@ def _row(record: records.RunRecord, directory: Path) -> dict:
         "directory": str(directory),
         "grids": ",".join(sorted(record.grids)),
         "model": record.model,
+        "model_options": json.dumps(record.config.get("model", {}).get("options", {}), sort_keys=True),
         "family": family,
         "depth": depth,
         "dataset": data.get("dataset"),
@@ -118,7 +156,8 @@ def _cell_id(config: dict) -> str:
 
 
 def _axis_value(config: dict, key: str):
-    """The run's value of a grid axis; a whole section (e.g. model: {name, options}) shows as its name."""
+    """The run's value of a grid axis; a whole section (e.g. model: {name, options}) shows as its name (the
+    model's options are in the model_options column)."""
     node = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -158,7 +197,7 @@ def seed_noise(runs: pd.DataFrame) -> tuple:
 
 def paper_table() -> pd.DataFrame:
     """Published ImageNet numbers (results/paper/imagenet.csv) with family and depth columns."""
-    paper = pd.read_csv(PAPER_DIR / "imagenet.csv")
+    paper = pd.DataFrame(published_rows("imagenet"))
     paper[["family", "depth"]] = [
         _family_depth(name) if isinstance(name, str) else (None, None) for name in paper["registry_name"]
     ]

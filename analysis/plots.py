@@ -1,13 +1,16 @@
 """The paper's figures from the user's own runs, beside the published points.
 
-- accuracy vs complexity (top-1 vs FLOPs, top-1 vs parameters): RedNet, ResNet and self-attention series;
-  published points filled, own runs open. Own runs on another dataset or input size get their own panel:
-  their numbers are not ImageNet numbers.
-- one figure per ablation axis of each grid, with error bars over seeds (standard deviation);
+- accuracy vs complexity (top-1 vs FLOPs, top-1 vs parameters): every published series (RedNet, ResNet, SASA,
+  SAN, LR-Net, Axial-ResNet) with its own colour and marker; own runs open. Own runs on another dataset or input
+  size get their own panel: their numbers are not ImageNet numbers.
+- one figure per ablation axis of each grid, with error bars over seeds (standard deviation), one line per
+  combination of the grid's other axes (e.g. per model when a grid sweeps the model and the kernel size);
 - speed: top-1 vs measured training images/s, and images/s vs FLOPs (how far FLOPs are from speed).
 Every figure is written as PNG and SVG.
 """
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,18 @@ FAMILIES = {  # family -> (label, colour, marker)
     "resnet": ("ResNet (convolution)", "tab:orange", "s"),
     "sasa": ("SASA (local self-attention)", "tab:green", "^"),
 }
-OTHER = ("other published baselines", "0.6", "D")
+OTHER = ("other", "0.4", "D")
+PUBLISHED_SERIES = {  # results/paper/imagenet.csv series -> (colour, marker, line style)
+    "RedNet": ("tab:blue", "o", "-"),
+    "ResNet": ("tab:orange", "s", "-"),
+    "SASA (conv stem)": ("tab:green", "^", "-"),
+    "SASA (full attention)": ("tab:green", "v", "--"),
+    "SAN pairwise": ("tab:purple", "P", "-"),
+    "SAN patchwise": ("tab:purple", "X", "--"),
+    "LR-Net": ("tab:brown", "D", "-"),
+    "Axial-ResNet": ("tab:pink", "*", "-"),
+}
+VARIANT_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 AXIS_LABELS = {
     "model.options.kernel_size": "kernel size K",
     "model.options.group_channels": "channels per group (C/G)",
@@ -70,17 +84,30 @@ def _flops_scale(values: pd.Series) -> tuple:
     return (1e3, "MFLOPs") if values.max() < 0.1 else (1.0, "GFLOPs")
 
 
-def cell_labels(cells: pd.DataFrame, axes: dict) -> pd.Series:
-    """A short name per cell: the model, plus the values of the grid axes that tell its cells apart."""
-    keys = [k for keys in axes.values() for k in keys if k not in (SEED_AXIS, "model") and k in cells]
-    varying = [k for k in dict.fromkeys(keys) if cells[k].nunique(dropna=True) > 1]
+def cell_labels(cells: pd.DataFrame, axes: dict, leave_out=()) -> pd.Series:
+    """A short name per cell: the model, plus the values of the grid axes that tell its cells apart (the axes in
+    `leave_out` are not named)."""
+    keys = [k for k in dict.fromkeys(k for keys in axes.values() for k in keys) if k in cells]
+    varying = [
+        k for k in keys if k not in (SEED_AXIS, "model", *leave_out) and cells[k].nunique(dropna=True) > 1
+    ]  # fmt: skip
     labels = []
-    for _, cell in cells.iterrows():
-        extra = [
-            f"{AXIS_LABELS.get(k, k.split('.')[-1]).split(' ')[-1]}={cell[k]}" for k in varying if pd.notna(cell[k])
-        ]
-        labels.append(" ".join([str(cell["model"]), *extra]))
+    for (_, cell), model in zip(cells.iterrows(), model_labels(cells, axes)):
+        labels.append(" ".join([model, *(f"{_short(k)}={cell[k]}" for k in varying if pd.notna(cell[k]))]))
     return pd.Series(labels, index=cells.index)
+
+
+def model_labels(cells: pd.DataFrame, axes: dict) -> list:
+    """The model's name, plus the options that tell two variants of that model apart among these cells (e.g.
+    "rednet26 kernel_size=7"), except options that are grid axes of their own."""
+    swept = {k.removeprefix("model.options.") for keys in axes.values() for k in keys}
+    options = [json.loads(o) if isinstance(o, str) else {} for o in cells.get("model_options", [None] * len(cells))]
+    labels = []
+    for name, own in zip(cells["model"], options):
+        same = [o for n, o in zip(cells["model"], options) if n == name]
+        differing = [k for k in own if k not in swept and any(o.get(k) != own[k] for o in same)]
+        labels.append(" ".join([str(name), *(f"{k}={own[k]}" for k in differing)]))
+    return labels
 
 
 def _short(axis: str) -> str:
@@ -103,15 +130,14 @@ def complexity_figures(collection: Collection, out_dir: Path) -> list[Figure]:
             1, 1 + len(own_sets), figsize=(5.2 * (1 + len(own_sets)), 4.6), layout="constrained", squeeze=False
         )
         ax = axes[0, 0]
-        for family, rows in paper.groupby(paper["family"].fillna("other"), sort=False):
-            label, colour, marker = _style(family)
+        for series, rows in paper.groupby("series", sort=False):
+            colour, marker, line = PUBLISHED_SERIES.get(series, OTHER[1:] + ("-",))
             rows = rows.sort_values(x)
-            if family in FAMILIES:
-                ax.plot(rows[x], rows["top1"], "-", color=colour, alpha=0.5)
-            ax.scatter(rows[x], rows["top1"], color=colour, marker=marker, s=36 if family in FAMILIES else 16)
+            ax.plot(rows[x], rows["top1"], line, color=colour, marker=marker, ms=6, alpha=0.8, label=series)
             for _, row in rows.iterrows():
-                if family in FAMILIES:
-                    _annotate(ax, row[x], row["top1"], row["model"].split(" ")[0])
+                if series in ("RedNet", "ResNet"):
+                    _annotate(ax, row[x], row["top1"], row["model"].split("-")[-1])
+        ax.legend(title="published", loc="lower right", fontsize=7, title_fontsize=8, frameon=False)
         ax.set(title="Published: ImageNet (224x224)", xlabel=xlabel, ylabel="top-1 accuracy (%)")
         ax.grid(alpha=0.3)
         for ax, own in zip(axes[0, 1:], own_sets):
@@ -138,16 +164,14 @@ def complexity_figures(collection: Collection, out_dir: Path) -> list[Figure]:
             ax.set(title=f"Own runs: {_dataset_label(own)}", xlabel=unit_label, ylabel="top-1 accuracy (%)")
             ax.grid(alpha=0.3)
             ax.margins(x=0.25, y=0.15)
-        handles = [
-            plt.Line2D([], [], color=colour, marker=marker, ls="", label=label)
-            for label, colour, marker in (*FAMILIES.values(), OTHER)
-        ] + [
-            plt.Line2D([], [], color="k", marker="o", ls="", label="published (filled)"),
-            plt.Line2D(
-                [], [], color="k", marker="o", mfc="white", ls="", label="own runs (open; mean ± std over seeds)"
-            ),
-        ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        if own_sets:
+            families = [f for f in FAMILIES if f in set(cells["family"])] + sorted(set(cells["family"]) - set(FAMILIES))
+            handles = [
+                plt.Line2D([], [], color=_style(f)[1], marker=_style(f)[2], mfc="white", ls="", label=_style(f)[0])
+                for f in families
+            ]
+            fig.legend(handles=handles, title="own runs (open; mean ± std over seeds)", loc="outside lower center",
+                       ncols=len(handles), frameon=False)  # fmt: skip
         what = "FLOPs (multiply-adds per image)" if x == "flops_g" else "parameters"
         figures.append(
             _save(
@@ -155,8 +179,10 @@ def complexity_figures(collection: Collection, out_dir: Path) -> list[Figure]:
                 out_dir,
                 name,
                 f"Top-1 accuracy vs {what}",
-                "Published ImageNet numbers (left) beside this study's runs; own runs on another dataset are "
-                "drawn on their own axes, since their accuracy is not comparable with ImageNet's.",
+                "Published ImageNet numbers (left; sources and recipes in results/paper/imagenet.csv) beside this "
+                "study's runs; own runs on another dataset are drawn on their own axes, since their accuracy is not "
+                "comparable with ImageNet's. The ResNet-26/38/50 points are the SAN authors' 100-epoch ResNets; "
+                "ResNets trained with RedNet's 130-epoch recipe are expected to land above them.",
             )
         )
     return figures
@@ -166,7 +192,7 @@ def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
     """One figure per grid axis (the seed axis excluded), top-1 mean ± std over seeds."""
     figures = []
     for grid, keys in collection.axes.items():
-        runs = collection.runs[collection.runs["grids"].str.split(",").apply(lambda names, g=grid: g in names)]
+        runs = collection.runs_of(grid)
         axes = [k for k in keys if k != SEED_AXIS]
         if runs.empty or not axes:
             continue
@@ -174,10 +200,10 @@ def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
         for axis in axes:
             fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
             if axis == "model":
-                _plot_operators(ax, cells)
+                _plot_operators(ax, cells, {grid: keys})
                 xlabel = "depth (layers)"
             else:
-                _plot_axis(ax, cells, axis)
+                _plot_axis(ax, cells, axis, {grid: keys})
                 xlabel = AXIS_LABELS.get(axis, axis)
             seeds = int(cells["seeds"].max())
             ax.set(
@@ -199,42 +225,61 @@ def ablation_figures(collection: Collection, out_dir: Path) -> list[Figure]:
     return figures
 
 
-def _plot_operators(ax, cells: pd.DataFrame) -> None:
-    """Side by side at each depth, one point per family (mean ± std): points, not bars, since the accuracy
-    axis does not start at zero."""
-    depths = sorted(cells["depth"].dropna().unique())
+def _series(cells: pd.DataFrame, labels: pd.Series) -> list:
+    """(family, label, colour, marker, rows) per line: the family's colour, a marker per variant within it."""
     families = [f for f in FAMILIES if f in set(cells["family"])] + sorted(set(cells["family"]) - set(FAMILIES))
-    width = 0.6 / max(1, len(families) - 1) if len(families) > 1 else 0
-    for i, family in enumerate(families):
-        label, colour, marker = _style(family)
-        rows = cells[cells["family"] == family].set_index("depth").reindex(depths)
-        positions = [d + (i - (len(families) - 1) / 2) * width for d in range(len(depths))]
+    series = []
+    for family in families:
+        in_family = labels[cells["family"] == family]
+        for i, label in enumerate(sorted(set(in_family), key=_natural)):
+            name, colour, marker = _style(family)
+            marker = marker if i == 0 else VARIANT_MARKERS[i % len(VARIANT_MARKERS)]
+            rows = cells.loc[in_family.index[in_family == label]]
+            series.append((family, f"{name} {label}".strip(), colour, marker, rows))
+    return series
+
+
+def _natural(text: str) -> list:
+    """Sort key that puts "K=5" before "K=11" and rednet26 before rednet101."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+
+
+def _plot_operators(ax, cells: pd.DataFrame, axes: dict) -> None:
+    """Side by side at each depth, one point per family and variant (mean ± std): points, not bars, since the
+    accuracy axis does not start at zero."""
+    depths = sorted(cells["depth"].dropna().unique())
+    # a variant is the cell's label without its model name, e.g. "K=5" (the family names the model)
+    variants = cell_labels(cells, axes).str.partition(" ")[2]
+    series = _series(cells, variants)
+    width = 0.6 / max(1, len(series) - 1) if len(series) > 1 else 0
+    for i, (_, label, colour, marker, rows) in enumerate(series):
+        positions = [depths.index(d) + (i - (len(series) - 1) / 2) * width for d in rows["depth"]]
         ax.errorbar(positions, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt=marker, color=colour,
                     capsize=4, ms=8, label=label)  # fmt: skip
         for x, y in zip(positions, rows["top1_mean"]):
-            if pd.notna(y):
-                _annotate(ax, x, y, f"{y:.2f}")
+            _annotate(ax, x, y, f"{y:.2f}")
     ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
     ax.set_xlim(-0.6, len(depths) - 0.4)
     ax.margins(y=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
 
-def _plot_axis(ax, cells: pd.DataFrame, axis: str) -> None:
+def _plot_axis(ax, cells: pd.DataFrame, axis: str, axes: dict) -> None:
+    """One line per combination of the grid's other axes (the model among them)."""
     values = cells[axis]
     numeric = pd.api.types.is_numeric_dtype(values)
-    for family, rows in cells.groupby("family", sort=False):
-        label, colour, marker = _style(family)
+    categories = list(dict.fromkeys(values))
+    for _, label, colour, marker, rows in _series(cells, cell_labels(cells, axes, leave_out=[axis])):
         rows = rows.sort_values(axis) if numeric else rows
-        x = rows[axis] if numeric else range(len(rows))
+        x = list(rows[axis]) if numeric else [categories.index(v) for v in rows[axis]]
         ax.errorbar(x, rows["top1_mean"], yerr=rows["top1_std"].fillna(0), fmt=f"-{marker}", color=colour,
                     capsize=3, label=label)  # fmt: skip
         for xi, (_, row) in zip(x, rows.iterrows()):
             _annotate(ax, xi, row["top1_mean"], f"{row['top1_mean']:.2f}")
-        if not numeric:
-            ax.set_xticks(range(len(rows)), [str(v) for v in rows[axis]])
     if numeric:
         ax.set_xticks(sorted(values.unique()))
+    else:
+        ax.set_xticks(range(len(categories)), [str(v) for v in categories])
     ax.margins(x=0.15, y=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 

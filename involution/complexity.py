@@ -165,9 +165,16 @@ def format_table(rows: list[dict]) -> str:
             diffs = f"{r['params_diff_m']:>+10.3f} {r['flops_diff_pct']:>+7.2f}%"
         lines.append(
             f"{r['model']:<10} {r['params_m']:>9.3f} {r['flops_g']:>12.3f} {r['fvcore_g']:>9.3f} {published:>16} "
-            f"{diffs}  {r.get('source', '')}"
+            f"{diffs}  {_short_source(r.get('source') or '')}"
         )
     return "\n".join(lines)
+
+
+def _short_source(source: str) -> str:
+    """https://github.com/hszhao/SAN#performance -> hszhao/SAN, https://arxiv.org/abs/1906.05909 -> arXiv 1906.05909
+    (results/paper/imagenet.csv has the full one)."""
+    source = source.replace("https://arxiv.org/abs/", "arXiv ")
+    return source.removeprefix("https://github.com/").split("#")[0].replace("/blob/main/", " ")
 
 
 def main(argv=None):
