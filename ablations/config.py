@@ -6,6 +6,7 @@ Imports neither torch nor the model zoo until a config is validated: analysis re
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import typing
@@ -216,6 +217,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"model: {config.model.name} with options {config.model.options}: {error}") from error
 
 
+@functools.lru_cache(maxsize=None)  # once per folder and process: every cell of a grid validates its config
 def folder_fingerprint(root: Path) -> str:
     """A cheap identity of an image-folder dataset: its class names and image counts (one directory listing
     per class, no image opened), e.g. "100 classes 3f9a0c21, 126689 train + 5000 val images"."""
