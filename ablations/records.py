@@ -210,6 +210,7 @@ def _replace_record(out_dir, record: RunRecord) -> Path:
     atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
+
 def load_record(path: Path) -> RunRecord:
     try:
         data = json.loads(Path(path).read_text())

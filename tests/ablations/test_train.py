@@ -201,7 +201,6 @@ def test_fashion_mnist_small_rednet_reaches_89_percent(tmp_path):
     assert record.top1 >= 89.0, record.epochs
 
 
-
 def test_loader_workers_do_not_change_an_augmented_run(tmp_path):
     """Two epochs of augmented Fashion-MNIST training (the evaluation, 10,000 images, left out for speed)."""
     overrides = ["data.augment=true", "data.train_subset=256", "optim.batch_size=64", "model.options.width=8"]
