@@ -2,18 +2,19 @@
 
 Every key is declared below with its default and a comment; an unknown key, a value of the wrong type,
 a model option the model does not take or a missing dataset path fails with a message naming it.
+Imports neither torch nor the model zoo until a config is validated: analysis reads configs without them.
 """
 
 import dataclasses
+import functools
+import hashlib
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 import yaml
-
-from involution.models import build_model
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,9 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fash
 class DataConfig:
     dataset: str = "fashion_mnist"  # imagenet | fashion_mnist | synthetic
     root: Optional[str] = FASHION_MNIST_DIR  # imagenet: folder with train/ and val/
+    # imagenet: set from the folder when the config is validated (class names and image counts); the run id
+    # sees it instead of root, so two different folders never share ids and a moved one keeps them.
+    fingerprint: Optional[str] = None
     # Train on N images only, the same number from every class, drawn with train.seed (quick runs).
     train_subset: Optional[int] = None
     image_size: int = 224  # imagenet crop size (fashion_mnist is 28x28, synthetic sets its own)
@@ -184,6 +188,12 @@ def validate(config: RunConfig) -> None:
                 raise ConfigError(
                     f"data.root: {data.root} has no '{split}' folder (expected ImageNet as train/ and val/)"
                 )
+        found = folder_fingerprint(Path(data.root))
+        if data.fingerprint not in (None, found):
+            raise ConfigError(f"data.fingerprint: {data.root} is {found!r}, not {data.fingerprint!r}")
+        data.fingerprint = found
+    elif data.fingerprint is not None:
+        raise ConfigError(f"data.fingerprint: only for image folders (data.dataset=imagenet), not {data.dataset}")
     for key, value, minimum in (
         ("optim.epochs", optim.epochs, 1),
         ("optim.batch_size", optim.batch_size, 1),
@@ -199,8 +209,30 @@ def validate(config: RunConfig) -> None:
     for reserved in ("in_chans", "num_classes"):
         if reserved in config.model.options:
             raise ConfigError(f"model.options.{reserved}: set by the dataset, remove it from the config")
+    import torch  # here, not at the top: reading configs and records needs neither torch nor the models
+
+    from involution.models import build_model
+
     try:  # builds the model without allocating: unknown options and bad values fail here
         with torch.device("meta"):
             build_model(config.model.name, **config.model.options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model: {config.model.name} with options {config.model.options}: {error}") from error
+
+
+@functools.lru_cache(maxsize=None)  # once per folder and process: every cell of a grid validates its config
+def folder_fingerprint(root: Path) -> str:
+    """A cheap identity of an image-folder dataset: its class names and image counts (one directory listing
+    per class, no image opened), e.g. "100 classes 3f9a0c21, 126689 train + 5000 val images"."""
+    classes, counts = None, {}
+    for split in ("train", "val"):
+        folders = sorted((entry for entry in os.scandir(root / split) if entry.is_dir()), key=lambda e: e.name)
+        names = [folder.name for folder in folders]
+        if classes is not None and names != classes:
+            raise ConfigError(f"data.root: {root}: train/ and val/ have different class folders")
+        classes = names
+        counts[split] = sum(
+            entry.is_file() and not entry.name.startswith(".") for folder in folders for entry in os.scandir(folder)
+        )
+    digest = hashlib.sha1("\n".join(classes).encode()).hexdigest()[:8]
+    return f"{len(classes)} classes {digest}, {counts['train']} train + {counts['val']} val images"

@@ -46,6 +46,25 @@ class TensorImages(Dataset):
         return image, self.labels[index]
 
 
+class EpochSeeded(Dataset):
+    """A training set whose samples draw their augmentation from (seed, epoch, index) alone, not from the
+    global random state of whichever process loads them: the same images at any data.num_workers."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + index) % 2**63)
+            return self.dataset[index]
+
+
 def balanced_subset(labels, size: int, seed: int) -> list[int]:
     """Indices of `size` examples spread evenly over the classes, drawn with a seeded shuffle per class:
     a class-sorted folder still yields every class."""
@@ -132,8 +151,8 @@ def imagenet(config: DataConfig, seed: int = 0) -> Splits:
 
 
 def build_splits(config: DataConfig, seed: int = 0) -> Splits:
-    if config.dataset == "fashion_mnist":
-        return fashion_mnist(config, seed)
-    if config.dataset == "synthetic":
-        return synthetic(config, seed)
-    return imagenet(config, seed)
+    """The dataset's splits; the training set's augmentation is seeded per sample (EpochSeeded)."""
+    build = {"fashion_mnist": fashion_mnist, "synthetic": synthetic, "imagenet": imagenet}[config.dataset]
+    splits = build(config, seed)
+    splits.train = EpochSeeded(splits.train, seed)
+    return splits

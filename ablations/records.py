@@ -3,7 +3,10 @@
 A run's record is DIR/<run_id>.json, always replaced atomically: a run killed at any point leaves either
 its previous record or its new one, never a half-written file, so concurrent jobs can share one results
 directory. Every writer (the launcher, the training run, the launcher marking a dead job failed) goes
-through ``RunRecord``, which keeps the grid values and job id through every rewrite.
+through ``write_record``, which, under the record's own lock, keeps the grid memberships already on disk:
+a launch adding a grid to a run never loses it to a job rewriting that run's record.
+
+Imports neither torch nor the model zoo: analysis reads records with this module alone.
 """
 
 import copy
@@ -12,16 +15,13 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Optional
-
-import torch
 
 PENDING, RUNNING, FINISHED, FAILED = "pending", "running", "finished", "failed"
 STATUSES = (PENDING, RUNNING, FINISHED, FAILED)
@@ -29,8 +29,13 @@ STATUSES = (PENDING, RUNNING, FINISHED, FAILED)
 # 2: "grids" (grid name -> axis values) and "job_id" kept through rewrites; ids leave out NON_RESULT_KEYS.
 SCHEMA_VERSION = 2
 # Config keys that do not change a run's result, left out of its id: moving the dataset, or changing the
-# loader workers or CPU threads, does not re-run a finished grid.
+# loader workers or CPU threads, does not re-run a finished grid (a folder dataset is identified by
+# data.fingerprint instead of its path).
 NON_RESULT_KEYS = ("data.root", "data.num_workers", "train.threads")
+# The id baseline: every config key added since schema 2's ids, with the value that reproduces the behaviour
+# from before it. A key at its baseline value is left out of the id, so adding a key never orphans finished
+# runs. A new result-changing key goes here, with a default equal to its baseline.
+ID_BASELINE = {"data.fingerprint": None}
 
 
 class RecordError(ValueError):
@@ -42,14 +47,16 @@ class RunBusy(RuntimeError):
 
 
 def result_config(resolved_config: dict) -> dict:
-    """The resolved config without NON_RESULT_KEYS: what a run's result depends on."""
+    """The resolved config without NON_RESULT_KEYS and without keys at their ID_BASELINE value: what a run's
+    result depends on, in the form ids have always hashed it."""
     config = copy.deepcopy(resolved_config)
-    for key in NON_RESULT_KEYS:
+    for key in (*NON_RESULT_KEYS, *ID_BASELINE):
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
+        if key in NON_RESULT_KEYS or (leaf in node and node[leaf] == ID_BASELINE[key]):
+            node.pop(leaf, None)
     return config
 
 
@@ -86,21 +93,53 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "record") -> "RunRecord":
+        """The record in `data`, or RecordError naming `source` and the first field of the wrong type."""
         if not isinstance(data, dict) or not {"run_id", "status"} <= set(data):
             raise RecordError(f"{source}: not a run record (no run_id/status)")
         version = data.get("version", 1)
+        if not _is_int(version):
+            raise RecordError(f"{source}: version: expected an integer, got {version!r}")
         if version > SCHEMA_VERSION:
             raise RecordError(f"{source}: record schema {version} is newer than this code's {SCHEMA_VERSION}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
+        hints = typing.get_type_hints(cls)
+        values = {key: value for key, value in data.items() if key in hints}
         if version == 1 and data.get("grid_values"):
             values["grids"] = {"": data["grid_values"]}  # v1 did not name the grid
         values.setdefault("config", {})
         values["version"] = version
+        for key, value in values.items():
+            if not _has_type(value, hints[key]):
+                raise RecordError(f"{source}: {key}: expected {_type_name(hints[key])}, got {value!r:.80}")
+        if values["status"] not in STATUSES:
+            raise RecordError(f"{source}: status: expected one of {', '.join(STATUSES)}, got {values['status']!r}")
+        bad = [grid for grid, axes in values.get("grids", {}).items() if not isinstance(axes, dict)]
+        if bad:
+            raise RecordError(f"{source}: grids: {bad[0]!r}: expected a mapping of axis values")
         return cls(**values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _has_type(value, annotation) -> bool:
+    """Whether a JSON value fits a field's annotation (an integer fits a float field)."""
+    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
+        return value is None or _has_type(value, typing.get_args(annotation)[0])
+    if annotation is float:
+        return _is_int(value) or isinstance(value, float)
+    if annotation is int:
+        return _is_int(value)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Union:
+        return f"{_type_name(typing.get_args(annotation)[0])} or null"
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number"}[annotation]
 
 
 def record_path(out_dir, run: str) -> Path:
@@ -128,7 +167,43 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+@contextmanager
+def _record_lock(out_dir, run: str) -> Iterator[None]:
+    """The record's own lock (DIR/<run_id>/record.lock), held only across one read-modify-write: unlike the
+    run's lock it is never held for long, so the launcher waits for it."""
+    path = checkpoint_dir(out_dir, run) / "record.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def write_record(out_dir, record: RunRecord) -> Path:
+    """Write the record, keeping the grid memberships of the one on disk (a run never leaves a grid)."""
+    with _record_lock(out_dir, record.run_id):
+        on_disk = read_record(out_dir, record.run_id)
+        if on_disk:
+            record.grids = {**on_disk.grids, **record.grids}
+        return _replace_record(out_dir, record)
+
+
+def add_memberships(out_dir, grids_of: dict[str, dict]) -> None:
+    """Record that each existing run (run id -> {grid name: axis values}) belongs to these grids: every
+    launch calls it for all its cells, finished, live or new, so each grid's table lists all its cells."""
+    for run, grids in grids_of.items():
+        if not record_path(out_dir, run).exists():  # a run not launched yet: its pending record will say it
+            continue
+        with _record_lock(out_dir, run):
+            record = read_record(out_dir, run)
+            if record and any(record.grids.get(grid) != values for grid, values in grids.items()):
+                record.grids = {**record.grids, **grids}
+                _replace_record(out_dir, record)
+
+
+def _replace_record(out_dir, record: RunRecord) -> Path:
     record.updated = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path = record_path(out_dir, record.run_id)
     text = json.dumps(record.to_dict(), indent=1, sort_keys=True) + "\n"
@@ -196,29 +271,3 @@ def is_claimed(out_dir, run: str) -> bool:
             return True
         fcntl.flock(lock, fcntl.LOCK_UN)
     return False
-
-
-def git_commit() -> Optional[str]:
-    """The repository's commit, with "-dirty" when there are uncommitted changes; None outside a clone."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
-
-
-def hardware(device: torch.device, world_size: int) -> dict:
-    info = {
-        "device": str(device),
-        "processes": world_size,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "host": platform.node(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info

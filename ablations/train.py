@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import traceback
@@ -34,7 +35,7 @@ from involution.complexity import count_flops, count_params
 from involution.models import build_model
 
 from . import cli, records
-from .config import RunConfig, load_config, to_dict
+from .config import ConfigError, RunConfig, load_config, to_dict
 from .data import build_splits
 
 CHECKPOINT = "checkpoint.pt"
@@ -124,7 +125,7 @@ class Trainer:
         self.complexity = {"params": None, "flops": None, "input_size": None}
         self.history: list[dict] = []
         self.wall_time = 0.0
-        self.git_commit = records.git_commit()  # once: the record is rewritten every epoch
+        self.git_commit = git_commit()  # once: the record is rewritten every epoch
 
     def build(self) -> None:
         """Data, model, optimizer and schedule (inside run(), so that a failure here is recorded)."""
@@ -200,11 +201,25 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "history": self.history,
             "wall_time": self.wall_time,
+            "world_size": self.process.world_size,
         }
         records.atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self) -> None:
+    def read_checkpoint(self) -> Optional[dict]:
+        """The last epoch's state, if any; ConfigError if it was trained by another number of processes:
+        the global batch, and with it the learning rate and the steps per epoch, would change mid-run."""
+        if not self.checkpoint_path.exists():
+            return None
         state = torch.load(self.checkpoint_path, map_location=self.process.device, weights_only=True)
+        trained_by = state.get("world_size", self.process.world_size)
+        if trained_by != self.process.world_size:
+            raise ConfigError(
+                f"run {self.run_id}: its checkpoint was trained by {trained_by} processes, this job has "
+                f"{self.process.world_size}; resume it with {trained_by} (the global batch depends on it)"
+            )
+        return state
+
+    def load_checkpoint(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -235,7 +250,7 @@ class Trainer:
             peak_memory_mib=peak_memory_mib(self.process.device),
             wall_time_s=self.wall_time,
             git_commit=self.git_commit,
-            hardware=records.hardware(self.process.device, self.process.world_size),
+            hardware=hardware(self.process.device, self.process.world_size),
             error=error,
         )
 
@@ -258,6 +273,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         self.network.train()
         self.sampler.set_epoch(epoch)
+        self.splits.train.set_epoch(epoch)
         loss_sum = correct = seen = 0.0
         start = time.perf_counter()
         bar = tqdm(
@@ -318,10 +334,11 @@ class Trainer:
             existing = records.read_record(self.out_dir, self.run_id)
             if existing and existing.status == records.FINISHED:  # by the job that held it a moment ago
                 return existing
+            state = self.read_checkpoint()  # before the try: a refused resume leaves the record as it is
             try:
                 self.build()
-                if self.checkpoint_path.exists():
-                    self.load_checkpoint()
+                if state:
+                    self.load_checkpoint(state)
                 self.write_record(records.RUNNING)
                 for epoch in range(len(self.history), self.config.optim.epochs):
                     seed_epoch(self.config.train.seed, epoch, self.process.rank)
@@ -360,6 +377,32 @@ class Trainer:
         except records.RunBusy:
             all_reduce_sum([1.0], self.process)
             raise
+
+
+def git_commit() -> Optional[str]:
+    """The repository's commit, with "-dirty" when there are uncommitted changes; None outside a clone."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def hardware(device: torch.device, world_size: int) -> dict:
+    info = {
+        "device": str(device),
+        "processes": world_size,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -242,6 +242,8 @@ def main(argv=None) -> int:
     for decision in decisions:
         if decision.detail and (args.dry_run or not decision.submit):
             print(f"  {decision.run_id}  {decision.reason} ({decision.detail})")
+    if not args.dry_run:  # finished and live runs join the grids too, not only the ones submitted
+        records.add_memberships(out_dir, {d.run_id: d.grids for d in decisions})
     if args.dry_run or not todo:
         for decision in todo:
             print(f"  {decision.run_id}  would submit ({decision.reason})  {_values(decision)}")

@@ -1,13 +1,20 @@
 """The run record schema, unreadable files, and the run lock."""
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from ablations import records
+from ablations.grid import expand, load_grid
+from analysis.collect import collect
+from slurm import status
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_record_round_trip_keeps_every_field(tmp_path):
@@ -57,3 +64,62 @@ def test_a_run_is_held_by_one_process_at_a_time_and_freed_when_it_dies(tmp_path)
     holder.wait()
     time.sleep(0.1)
     assert not records.is_claimed(tmp_path, "r2")
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("grids", None, "grids: expected a mapping, got None"),
+        ("grids", {"kernel": 3}, "grids: 'kernel': expected a mapping of axis values"),
+        ("version", "2", "version: expected an integer, got '2'"),
+        ("status", "done", "status: expected one of pending, running, finished, failed, got 'done'"),
+        ("top1", "90.1", "top1: expected a number or null, got '90.1'"),
+        ("epochs", {}, "epochs: expected a list, got {}"),
+        ("config", [], "config: expected a mapping, got []"),
+    ],
+)
+def test_records_with_fields_of_the_wrong_type_are_named_not_fatal(tmp_path, field, value, message):
+    records.write_record(tmp_path, records.RunRecord("good", records.FINISHED, {}))
+    bad = {**records.RunRecord("bad", records.FINISHED, {}).to_dict(), field: value}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    found, problems = records.read_records(tmp_path)
+    assert [r.run_id for r in found] == ["good"]
+    assert [str(p) for p in problems] == [f"{tmp_path / 'bad.json'}: {message}"]
+
+
+def test_a_launch_adding_a_grid_is_not_lost_to_a_job_rewriting_the_record(tmp_path):
+    stale = records.RunRecord("r", records.RUNNING, {}, {"a": {"k": 3}})
+    records.write_record(tmp_path, stale)
+    records.add_memberships(tmp_path, {"r": {"b": {"k": 3}}, "not-launched": {"b": {"k": 5}}})
+    stale.epochs = [{"epoch": 1}]  # a job's next write, built before the launch added grid b
+    records.write_record(tmp_path, stale)
+    again = records.read_record(tmp_path, "r")
+    assert again.grids == {"a": {"k": 3}, "b": {"k": 3}} and again.epochs == [{"epoch": 1}]
+    assert not records.record_path(tmp_path, "not-launched").exists()
+
+
+def test_the_record_schema_and_configs_import_without_torch_or_the_models():
+    code = "import sys, ablations.records, ablations.config; print(sorted({'torch', 'involution'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_old_and_broken_records_never_crash_collect_status_or_launch(tmp_path):
+    smoke = REPO / "ablations" / "grids" / "smoke.yaml"
+    cell = expand(load_grid(smoke))[0]
+    v1 = {"run_id": "0123456789ab", "status": "finished", "grid_values": {"k": 3}, "config": {}, "top1": 80.0}
+    (tmp_path / "0123456789ab.json").write_text(json.dumps(v1))
+    broken = {**records.RunRecord(cell.run_id, records.FINISHED, {}).to_dict(), "version": "2"}
+    (tmp_path / f"{cell.run_id}.json").write_text(json.dumps(broken))
+    collection = collect([tmp_path])
+    assert list(collection.runs.run_id) == ["0123456789ab"]
+    assert [why for why, _ in collection.skipped] == ["unreadable"]
+    report = status.report(tmp_path)
+    assert "0123456789ab  finished" in report and f"unreadable: {tmp_path / cell.run_id}.json: version" in report
+    command = [sys.executable, "-m", "slurm.launch", str(smoke), "--out", str(tmp_path), "--dry-run"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"slurm.launch: error: {tmp_path / cell.run_id}.json: version: expected an integer, got '2'"
+    ]
