@@ -45,7 +45,7 @@ def test_the_k7_stem_imagenet_config_is_the_imagenet_recipe_with_a_7x7_stem():
     plain = yaml.safe_load((ABLATION_CONFIGS / "imagenet.yaml").read_text())
     stem7 = yaml.safe_load((ABLATION_CONFIGS / "imagenet_stem7.yaml").read_text())
     assert stem7["model"].pop("options") == {"stem_kernel_size": 7}
-    plain["model"].pop("options")
+    assert plain["model"].pop("options") == {}
     assert stem7 == plain
 
 
