@@ -40,7 +40,7 @@ def add_involution_config(cfg: CN) -> None:
     cfg.MODEL.INVOLUTION.REDUCTION_RATIO = 4
 
     # Semantic FPN's recipe (mmseg's): channel dropout before the classifier of MODEL.SEM_SEG_HEAD.NAME
-    # "DropoutSemSegFPNHead"; crops (taken after resizing) redrawn, up to 10 times, while one category covers more
+    # "MMSegFPNHead"; crops (taken after resizing) redrawn, up to 10 times, while one category covers more
     # than this fraction of the labelled pixels; brightness, contrast and saturation jitter.
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.0
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0

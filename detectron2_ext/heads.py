@@ -1,6 +1,6 @@
 """The involution heads: the RPN's 3x3 convolution and the mask head's four 3x3 convolutions become involutions
 (each followed by its ReLU), as in the paper; everything else is Detectron2's standard head. Also Semantic FPN's
-head with mmseg's dropout before the classifier."""
+head as mmseg's (dropout, loss averaging)."""
 
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
@@ -48,9 +48,11 @@ class InvolutionMaskHead(MaskRCNNConvUpsampleHead):
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class DropoutSemSegFPNHead(SemSegFPNHead):
-    """Detectron2's Semantic FPN head with channel dropout (MODEL.SEM_SEG_HEAD.DROPOUT) on the summed features
-    before the 1x1 classifier, as mmseg's FPNHead (dropout_ratio 0.1 in the official configs)."""
+class MMSegFPNHead(SemSegFPNHead):
+    """Detectron2's Semantic FPN head as mmseg's FPNHead in the official configs: channel dropout
+    (MODEL.SEM_SEG_HEAD.DROPOUT, 0.1 there) on the summed features before the 1x1 classifier, and the
+    cross-entropy averaged over all pixels with the ignored ones counting 0 (mmseg's until avg_non_ignore,
+    open-mmlab/mmsegmentation#1409) rather than over the labelled pixels."""
 
     @configurable
     def __init__(self, input_shape, *, dropout: float, **kwargs):
@@ -64,3 +66,7 @@ class DropoutSemSegFPNHead(SemSegFPNHead):
     def layers(self, features):
         x = sum(head(features[name]) for name, head in zip(self.in_features, self.scale_heads))
         return self.predictor(self.dropout(x))
+
+    def losses(self, predictions, targets):
+        labelled = (targets != self.ignore_value).sum() / targets.numel()
+        return {name: loss * labelled for name, loss in super().losses(predictions, targets).items()}

@@ -18,7 +18,7 @@ from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead  # noqa: E4
 
 from detectron2_ext.augmentation import build_train_augmentation  # noqa: E402
 from detectron2_ext.config import CONFIG_DIR, load_config  # noqa: E402
-from detectron2_ext.heads import DropoutSemSegFPNHead  # noqa: E402
+from detectron2_ext.heads import MMSegFPNHead  # noqa: E402
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONFIGS = sorted(
@@ -68,7 +68,7 @@ SEMANTIC_FPN = {
     "SOLVER.MAX_ITER": 80000,
     "SOLVER.WARMUP_ITERS": 0,
     **NO_CLIP,
-    "MODEL.SEM_SEG_HEAD.NAME": "DropoutSemSegFPNHead",
+    "MODEL.SEM_SEG_HEAD.NAME": "MMSegFPNHead",
     "MODEL.SEM_SEG_HEAD.DROPOUT": 0.1,
     "INPUT.MIN_SIZE_TRAIN": (512, 2048),  # img_scale (2048, 1024) x ratio_range (0.5, 2.0), uniform
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": "range",
@@ -149,7 +149,7 @@ def test_semantic_head_drops_channels_before_the_classifier_while_training():
     cfg = small_cfg("semantic_fpn_red50", "MODEL.SEM_SEG_HEAD.NORM", "BN")
     shapes = {f"p{i}": ShapeSpec(channels=256, stride=2**i) for i in range(2, 6)}
     head = SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, shapes)
-    assert isinstance(head, DropoutSemSegFPNHead) and head.dropout.p == 0.1
+    assert isinstance(head, MMSegFPNHead) and head.dropout.p == 0.1
     features = {name: torch.randn(2, 256, 64 // 2**i, 64 // 2**i) for i, name in enumerate(shapes)}
     with torch.no_grad():
         head.eval()
@@ -157,6 +157,18 @@ def test_semantic_head_drops_channels_before_the_classifier_while_training():
         head.train()
         head.dropout.p = 0.5
         assert not torch.allclose(head.layers(features), SemSegFPNHead.layers(head, features))
+
+
+def test_semantic_loss_is_averaged_over_all_pixels_with_ignored_ones_as_zero():
+    cfg = small_cfg("semantic_fpn_red50", "MODEL.SEM_SEG_HEAD.NORM", "BN")
+    shapes = {f"p{i}": ShapeSpec(channels=256, stride=2**i) for i in range(2, 6)}
+    head = SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, shapes)
+    predictions = torch.randn(2, 19, 8, 8)
+    targets = torch.randint(0, 19, (2, 32, 32))
+    targets[:, :, :24] = 255  # three quarters ignored
+    logits = torch.nn.functional.interpolate(predictions, scale_factor=4, mode="bilinear", align_corners=False)
+    summed = torch.nn.functional.cross_entropy(logits, targets, ignore_index=255, reduction="sum")
+    torch.testing.assert_close(head.losses(predictions, targets)["loss_sem_seg"], summed / targets.numel())
 
 
 def test_semantic_fpn_augmentations_in_mmseg_order():
@@ -193,7 +205,6 @@ def test_crop_keeps_no_category_above_its_share():
 def test_detection_augmentations_are_detectron2s():
     augmentations = build_train_augmentation(load_config(CONFIG_DIR / "mask_rcnn_red50_fpn_1x.yaml"))
     assert [type(a) for a in augmentations] == [T.ResizeShortestEdge, T.RandomFlip]
-
 
 
 def test_trainer_batches_go_through_these_augmentations(tiny_coco):
