@@ -41,7 +41,8 @@ def add_involution_config(cfg: CN) -> None:
 
     # Semantic FPN's recipe (mmseg's): channel dropout before the classifier of MODEL.SEM_SEG_HEAD.NAME
     # "MMSegFPNHead"; crops (taken after resizing) redrawn, up to 10 times, while one category covers more
-    # than this fraction of the labelled pixels; brightness, contrast and saturation jitter.
+    # than this fraction of the labelled pixels; mmseg's photometric distortion (brightness, contrast, saturation,
+    # hue).
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.0
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     cfg.INPUT.PHOTOMETRIC_DISTORTION = False

@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_backbone  # noqa: E402
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead  # noqa: E402
 
-from detectron2_ext.augmentation import build_train_augmentation  # noqa: E402
+from detectron2_ext.augmentation import PhotometricDistortion, PhotometricTransform, build_train_augmentation  # noqa: E402
 from detectron2_ext.config import CONFIG_DIR, load_config  # noqa: E402
 from detectron2_ext.heads import MMSegFPNHead  # noqa: E402
 
@@ -173,13 +173,38 @@ def test_semantic_loss_is_averaged_over_all_pixels_with_ignored_ones_as_zero():
 
 def test_semantic_fpn_augmentations_in_mmseg_order():
     augmentations = build_train_augmentation(load_config(CONFIG_DIR / "semantic_fpn_red50.yaml"))
-    resize, crop, flip, *photometric = augmentations
+    resize, crop, flip, photometric = augmentations
     assert isinstance(resize, T.ResizeShortestEdge) and resize.sample_style == "range"
     assert isinstance(crop, T.RandomCrop_CategoryAreaConstraint)
     assert (crop.single_category_max_area, crop.ignored_category) == (0.75, 255)
     assert isinstance(flip, T.RandomFlip)
-    assert [type(a.aug) for a in photometric] == [T.RandomBrightness, T.RandomContrast, T.RandomSaturation]
-    assert all(a.prob == 0.5 for a in photometric)
+    assert isinstance(photometric, PhotometricDistortion)
+
+
+def test_photometric_distortion_draws_mmsegs_parameters():
+    np.random.seed(0)
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    drawn = [PhotometricDistortion().get_transform(image) for _ in range(2000)]
+    for name, neutral, low, high in [
+        ("brightness", 0.0, -32, 32), ("contrast", 1.0, 0.5, 1.5), ("saturation", 1.0, 0.5, 1.5), ("hue", 0, -18, 17),
+    ]:  # fmt: skip
+        values = np.array([getattr(t, name) for t in drawn])
+        assert 0.45 < np.mean(values != neutral) < 0.55, name  # each step with probability 0.5
+        assert low <= values.min() and values.max() <= high and values.min() < low + 2 and values.max() > high - 2
+    assert 0.45 < np.mean([t.contrast_first for t in drawn]) < 0.55
+
+
+def test_photometric_steps_as_mmseg_computes_them():
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    shifted = PhotometricTransform(-40.0, 1.3, True, 1.0, 0).apply_image(image)
+    expected = np.clip(np.clip(image.astype(np.float32) - 40, 0, 255).astype(np.uint8) * np.float32(1.3), 0, 255)
+    np.testing.assert_array_equal(shifted, expected.astype(np.uint8))
+    red = np.array([[[255, 0, 0], [200, 100, 100]]], dtype=np.uint8)
+    np.testing.assert_array_equal(PhotometricTransform(0.0, 1.0, True, 1.0, 60).apply_image(red)[0, 0], [0, 255, 0])
+    grey = PhotometricTransform(0.0, 1.0, True, 0.0, 0).apply_image(red)  # no saturation: each pixel's maximum
+    np.testing.assert_array_equal(grey, [[[255, 255, 255], [200, 200, 200]]])
+    half = PhotometricTransform(0.0, 1.0, False, 0.5, 0).apply_image(red)  # S 0.5 -> 0.25 at V 200: 150 = 200 * 0.75
+    np.testing.assert_array_equal(half[0, 1], [200, 150, 150])
 
 
 def test_crop_keeps_no_category_above_its_share():
