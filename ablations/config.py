@@ -67,6 +67,9 @@ class OptimConfig:
     warmup_epochs: float = 0.0  # linear warm-up (may be fractional), then cosine to min_lr
     warmup_start_factor: float = 0.25  # warm-up starts at this fraction of the learning rate
     min_lr: float = 0.0
+    # False: the cosine falls every step, from the end of the warm-up. True: mmcv's CosineAnnealing (the official
+    # recipe): the rate is set at each epoch's start from epoch / epochs, and the warm-up scales it.
+    cosine_by_epoch: bool = False
     label_smoothing: float = 0.1
 
 
@@ -74,6 +77,8 @@ class OptimConfig:
 class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | none | bf16 | fp16
+    # The official initialisation of biases and classifier (build_model's official_init); False keeps PyTorch's.
+    official_init: bool = False
     channels_last: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms; exact resumes on CPU
     threads: Optional[int] = None  # torch CPU threads (None: torch's default)
@@ -209,6 +214,8 @@ def validate(config: RunConfig) -> None:
     for reserved in ("in_chans", "num_classes"):
         if reserved in config.model.options:
             raise ConfigError(f"model.options.{reserved}: set by the dataset, remove it from the config")
+    if "official_init" in config.model.options:
+        raise ConfigError("model.options.official_init: set by train.official_init, remove it from model.options")
     import torch  # here, not at the top: reading configs and records needs neither torch nor the models
 
     from involution.models import build_model

@@ -35,7 +35,7 @@ NON_RESULT_KEYS = ("data.root", "data.num_workers", "train.threads")
 # The id baseline: every config key added since schema 2's ids, with the value that reproduces the behaviour
 # from before it. A key at its baseline value is left out of the id, so adding a key never orphans finished
 # runs. A new result-changing key goes here, with a default equal to its baseline.
-ID_BASELINE = {"data.fingerprint": None}
+ID_BASELINE = {"data.fingerprint": None, "optim.cosine_by_epoch": False, "train.official_init": False}
 
 
 class RecordError(ValueError):

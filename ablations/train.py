@@ -86,18 +86,26 @@ def autocast_dtype(config: RunConfig, device: torch.device) -> Optional[torch.dt
 
 
 def warmup_cosine(optim, steps_per_epoch: int):
-    """Learning-rate factor per step: linear warm-up from warmup_start_factor, then cosine to min_lr."""
+    """Learning-rate factor per step: linear warm-up from warmup_start_factor, then cosine to min_lr (per step,
+    or with optim.cosine_by_epoch as mmcv's epoch-based CosineAnnealing with its warm-up on top)."""
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     floor = optim.min_lr / optim.lr_per_256  # as a fraction of the peak (scaled alike, so batch-independent)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return optim.warmup_start_factor + (1 - optim.warmup_start_factor) * step / warmup
-        progress = (step - warmup) / max(1, total - warmup)
+    def cosine(progress: float) -> float:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    return factor
+    def warmup_scale(step: int) -> float:
+        return optim.warmup_start_factor + (1 - optim.warmup_start_factor) * step / warmup
+
+    def by_epoch(step: int) -> float:
+        rate = cosine((step // steps_per_epoch) / optim.epochs)
+        return rate * warmup_scale(step) if step < warmup else rate
+
+    def by_step(step: int) -> float:
+        return warmup_scale(step) if step < warmup else cosine((step - warmup) / max(1, total - warmup))
+
+    return by_epoch if optim.cosine_by_epoch else by_step
 
 
 def all_reduce_sum(values: list[float], process: Process) -> list[float]:
@@ -141,6 +149,7 @@ class Trainer:
             config.model.name,
             in_chans=self.splits.channels,
             num_classes=self.splits.num_classes,
+            official_init=config.train.official_init,
             **config.model.options,
         ).to(process.device)
         if config.train.channels_last:

@@ -13,7 +13,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 from torch import nn
 
 from involution import build_model
-from involution.checkpoint import load_official, read_state_dict
+from involution.checkpoint import load_official, read_state_dict, to_model_names
 
 from .neck import InvolutionFPN, involution_args
 
@@ -82,10 +82,11 @@ class RedNetBackbone(Backbone):
         return self
 
     def load_pretrained(self, path: str) -> None:
-        """Load ImageNet weights (this repository's training checkpoints, or official RedNet classification or
-        detection/segmentation checkpoints; the classifier and any neck/heads are left out)."""
-        state = _read_checkpoint(path)
-        state = {name: tensor for name, tensor in state.items() if ".head." not in f".{name}"}
+        """Load ImageNet weights (this repository's training checkpoints, official RedNet classification or
+        detection/segmentation checkpoints, or torchvision ResNet state dicts; the classifier and any neck/heads
+        are left out)."""
+        state, _ = to_model_names(_read_checkpoint(path))
+        state = {name: tensor for name, tensor in state.items() if not name.startswith("head.")}
         self._check_stem(path, state)
         report = load_official(self.net, state)
         logger.info("Loaded backbone weights from %s: %s", path, report)
@@ -163,9 +164,19 @@ def build_rednet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     return _fpn(cfg, build_rednet_backbone(cfg, input_shape), LastLevelMaxPool())
 
 
+class LastLevelP6P7OnInput(LastLevelP6P7):
+    """P6 by a 3x3 stride-2 convolution of res5 and P7 by one of P6 itself, without Detectron2's ReLU between
+    them: mmdet's FPN with add_extra_convs="on_input" (relu_before_extra_convs False), as the official
+    RetinaNet configs build it."""
+
+    def forward(self, c5: torch.Tensor) -> list:
+        p6 = self.p6(c5)
+        return [p6, self.p7(p6)]
+
+
 @BACKBONE_REGISTRY.register()
 def build_rednet_retinanet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """RedNet-FPN for RetinaNet: P3-P5 from the FPN, P6/P7 by 3x3 stride-2 convolutions from res5."""
+    """RedNet-FPN for RetinaNet: P3-P5 from the FPN, P6/P7 by 3x3 stride-2 convolutions from res5 (mmdet's)."""
     bottom_up = build_rednet_backbone(cfg, input_shape)
-    top_block = LastLevelP6P7(bottom_up.output_shape()["res5"].channels, cfg.MODEL.FPN.OUT_CHANNELS)
+    top_block = LastLevelP6P7OnInput(bottom_up.output_shape()["res5"].channels, cfg.MODEL.FPN.OUT_CHANNELS)
     return _fpn(cfg, bottom_up, top_block)

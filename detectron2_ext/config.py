@@ -42,6 +42,14 @@ def add_involution_config(cfg: CN) -> None:
     cfg.MODEL.INVOLUTION.GROUP_CHANNELS = 16
     cfg.MODEL.INVOLUTION.REDUCTION_RATIO = 4
 
+    # Semantic FPN's recipe (mmseg's): channel dropout before the classifier of MODEL.SEM_SEG_HEAD.NAME
+    # "MMSegFPNHead"; crops (taken after resizing) redrawn, up to 10 times, while one category covers more
+    # than this fraction of the labelled pixels; mmseg's photometric distortion (brightness, contrast, saturation,
+    # hue).
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.0
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.INPUT.PHOTOMETRIC_DISTORTION = False
+
     # (SOLVER.CLIP_GRADIENTS.CLIP_TYPE also takes "full_model": clip by the norm of all gradients together, as the
     # paper's involution configs do, rather than per parameter.)
     # SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (the paper's segmentation schedule): after the warm-up the learning

@@ -16,13 +16,14 @@ import os
 from functools import partial
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 
 from ablations import cli
 from ablations.config import ConfigError
 from detectron2_ext import checks, datasets
+from detectron2_ext.augmentation import build_train_mapper
 from detectron2_ext.config import load_config
 from detectron2_ext.solver import build_optimizer, build_poly_lr_scheduler
 
@@ -40,6 +41,10 @@ class Trainer(DefaultTrainer):
         ):  # mIoU over the label maps, through pycocotools-free code
             return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
         raise ValueError(f"no evaluator for dataset {dataset_name} (evaluator_type {evaluator_type!r})")
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,9 +1,12 @@
-"""Import of the official (OpenMMLab / mmcls) RedNet checkpoints.
+"""Import of the official (OpenMMLab / mmcls) RedNet checkpoints and of torchvision's ResNets.
 
 The official classification checkpoints hold ``{"meta": ..., "state_dict": ...}`` with keys
 ``backbone.*`` and ``head.fc.*``; the detection/segmentation ones keep ``backbone.*`` and add ``neck.*``,
 ``rpn_head.*``, ``roi_head.*`` or ``decode_head.*``. This repository's models use the same names below
 ``backbone.``, so importing is renaming plus checking, and nothing is loaded silently partially.
+torchvision's ResNet state dicts (``torchvision.models.resnet50().state_dict()`` saved to a file) name the
+stem ``conv1``/``bn1`` and the classifier ``fc``; the stages (``layer1..4``, ResNet v1.5: stride on the 3x3)
+are named as here, so they load into the ``resnet*`` models.
 """
 
 import os
@@ -65,9 +68,14 @@ def read_state_dict(path_or_state_dict: Union[str, os.PathLike, Mapping]) -> dic
     return {name: tensor for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
 
 
+# torchvision's ResNet names -> this repository's (the stem's 7x7 conv and BN, the classifier).
+TORCHVISION_RENAMES = {"conv1.": "stem.0.conv.", "bn1.": "stem.0.bn.", "fc.": "head.fc."}
+
+
 def to_model_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, list]:
     """Official names -> this repository's: drop ``backbone.`` (and a DDP ``module.``); set aside the
-    downstream parts. Returns (renamed tensors, ignored names)."""
+    downstream parts; rename torchvision's ResNet stem and classifier. Returns (renamed tensors, ignored
+    names)."""
     renamed, ignored = {}, []
     for name, tensor in state_dict.items():
         name = name.removeprefix("module.")
@@ -75,7 +83,16 @@ def to_model_names(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, list]:
             ignored.append(name)
         else:
             renamed[name.removeprefix("backbone.")] = tensor
+    if "conv1.weight" in renamed:  # torchvision's layout: no stem module
+        renamed = {_torchvision_to_model_name(name): tensor for name, tensor in renamed.items()}
     return renamed, ignored
+
+
+def _torchvision_to_model_name(name: str) -> str:
+    for prefix, replacement in TORCHVISION_RENAMES.items():
+        if name.startswith(prefix):
+            return replacement + name.removeprefix(prefix)
+    return name
 
 
 def load_official(

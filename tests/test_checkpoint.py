@@ -192,3 +192,22 @@ def test_torch_hub_entry_point_loads_a_local_checkpoint(tmp_path):
     model = torch.hub.load(str(repo), "rednet26", source="local", checkpoint=str(tmp_path / "rednet26.pth")).eval()
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(model(x), official_forward(checkpoint["state_dict"], x), atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_torchvision_resnet50_gives_torchvision_logits(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None)
+    for module in reference.modules():  # statistics and affine weights away from their initial 0/1
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.uniform_(-0.1, 0.1)
+    torch.save(reference.state_dict(), tmp_path / "resnet50_torchvision.pth")
+    model = build_model("resnet50").eval()
+    report = load_official(model, tmp_path / "resnet50_torchvision.pth")
+    assert report.complete and len(report.loaded) == len(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), reference.eval()(x))

@@ -97,6 +97,12 @@ class BottleneckNet(nn.Module):
 
     ``forward`` returns logits, or with ``out_indices`` (stage numbers 0..3) the list of those stages'
     feature maps (for detection). ``num_classes=0`` builds no classifier: logits become pooled features.
+
+    Initialisation: every convolution's weight Kaiming-normal (fan out), BatchNorm 1/0, the last BatchNorm of
+    each block 0 (``zero_init_residual``), as the official RedNet. ``official_init=True`` also does what the
+    official code does to biases and the classifier (mmcv's kaiming_init and mmcls' LinearClsHead): convolution
+    biases (the kernel generation's) 0, classifier weights N(0, 0.01) and bias 0; without it those keep PyTorch's
+    default (uniform) initialisation, as every model here was trained before the switch existed.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class BottleneckNet(nn.Module):
         drop_rate: float = 0.0,
         out_indices: Optional[Sequence[int]] = None,
         zero_init_residual: bool = True,
+        official_init: bool = False,
         backend: str = "auto",
     ):
         super().__init__()
@@ -136,12 +143,14 @@ class BottleneckNet(nn.Module):
         self.num_features = in_channels
         self.drop_rate = drop_rate
         self.head = ClassifierHead(in_channels, num_classes, drop_rate)
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, official_init)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, official_init: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if official_init and m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -149,6 +158,9 @@ class BottleneckNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, Bottleneck):
                     nn.init.zeros_(m.bn3.weight)
+        if official_init and isinstance(self.head.fc, nn.Linear):
+            nn.init.normal_(self.head.fc.weight, std=0.01)
+            nn.init.zeros_(self.head.fc.bias)
 
     @property
     def stages(self) -> list[nn.Module]:

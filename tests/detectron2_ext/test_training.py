@@ -26,8 +26,8 @@ SMALL = [
 ]  # fmt: skip
 SEMANTIC = [
     "MODEL.REDNET.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "11",
-    "INPUT.CROP.ENABLED", "False", "DATASETS.TRAIN", '("tiny_coco_sem_seg_train",)',
-    "DATASETS.TEST", '("tiny_coco_sem_seg_val",)',
+    "INPUT.CROP.ENABLED", "False", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice",
+    "DATASETS.TRAIN", '("tiny_coco_sem_seg_train",)', "DATASETS.TEST", '("tiny_coco_sem_seg_val",)',
 ]  # fmt: skip
 
 
