@@ -7,21 +7,20 @@ level, and for two-stage detectors the box head on 1000 RoIs and the mask head o
 """
 
 import argparse
-import csv
 
 import torch
 from detectron2.modeling import build_model
 from torch import nn
 
 from involution.complexity import count_flops
-from involution.published import PAPER_DIR
+from involution.published import published_rows
 
 from .config import CONFIG_DIR, load_config
 
 DETECTION_SIZE = (800, 1280)
 SEGMENTATION_SIZE = (1024, 2048)
 BOX_ROIS, MASK_ROIS = 1000, 100
-# config -> (published table, its key columns)
+# config -> (published table, its key columns; None where the table has no head column or leaves it empty)
 PUBLISHED = {
     "faster_rcnn_red50_fpn_1x": ("coco", "Faster R-CNN", "RedNet-50", "conv", "conv"),
     "faster_rcnn_red50_neck_fpn_1x": ("coco", "Faster R-CNN", "RedNet-50", "involution", "conv"),
@@ -31,9 +30,9 @@ PUBLISHED = {
     "mask_rcnn_red50_neck_fpn_1x": ("coco", "Mask R-CNN", "RedNet-50", "involution", "conv"),
     "mask_rcnn_red50_neck_fpn_head_1x": ("coco", "Mask R-CNN", "RedNet-50", "involution", "involution"),
     "mask_rcnn_r50_fpn_1x": ("coco", "Mask R-CNN", "ResNet-50", "conv", "conv"),
-    "retinanet_red50_fpn_1x": ("coco", "RetinaNet", "RedNet-50", "conv", ""),
-    "retinanet_red50_neck_fpn_1x": ("coco", "RetinaNet", "RedNet-50", "involution", ""),
-    "retinanet_r50_fpn_1x": ("coco", "RetinaNet", "ResNet-50", "conv", ""),
+    "retinanet_red50_fpn_1x": ("coco", "RetinaNet", "RedNet-50", "conv", None),
+    "retinanet_red50_neck_fpn_1x": ("coco", "RetinaNet", "RedNet-50", "involution", None),
+    "retinanet_r50_fpn_1x": ("coco", "RetinaNet", "ResNet-50", "conv", None),
     "semantic_fpn_red50": ("cityscapes", "Semantic FPN", "RedNet-50", "conv", None),
     "semantic_fpn_red50_neck": ("cityscapes", "Semantic FPN", "RedNet-50", "involution", None),
     "semantic_fpn_r50": ("cityscapes", "Semantic FPN", "ResNet-50", "conv", None),
@@ -42,11 +41,10 @@ PUBLISHED = {
 
 def published(config_name: str) -> dict:
     table, model, backbone, neck, head = PUBLISHED[config_name]
-    with open(PAPER_DIR / f"{table}.csv") as file:
-        for row in csv.DictReader(file):
-            name = row.get("detector") or row.get("method")
-            if (name, row["backbone"], row["neck"], row.get("head")) == (model, backbone, neck, head):
-                return {"params_m": float(row["params_m"]), "flops_g": float(row["flops_g"])}
+    for row in published_rows(table):
+        name = row.get("detector") or row.get("method")
+        if (name, row["backbone"], row["neck"], row.get("head")) == (model, backbone, neck, head):
+            return {"params_m": row["params_m"], "flops_g": row["flops_g"]}
     raise KeyError(f"{config_name}: no row in results/paper/{table}.csv")
 
 
