@@ -144,10 +144,7 @@ def launch_lock(out_dir: Path) -> Iterator[None]:
 
 def decide(cells: list, out_dir: Path, args) -> list[Decision]:
     """slurm.plan's decisions, printed: what is submitted, and why the rest is not."""
-    try:
-        decisions = plan(cells, out_dir, args.runs, force=args.force_resubmit)
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
+    decisions = plan(cells, out_dir, args.runs, force=args.force_resubmit)
     print(
         f"{args.name}: {len(cells)} cells, {len(decisions)} runs: {describe(decisions)}; "
         f"{args.executor} executor, results in {out_dir}"

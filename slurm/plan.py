@@ -99,7 +99,7 @@ def plan(cells: list[Cell], out_dir: Path, runs: Optional[list[str]] = None, for
     if runs:
         unknown = set(runs) - set(by_run)
         if unknown:
-            raise ValueError(f"--runs: not cells of these grids: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"--runs: not cells of these grids: {', '.join(sorted(unknown))}")
     submissions = latest_submissions(out_dir)
     decisions = []
     for run, run_cells in by_run.items():
