@@ -79,6 +79,7 @@ write_configs() {
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$DB_PASSWORD_FILE")
   fi
   local memory_mb
+  # getconf, not nproc: nproc follows OMP_NUM_THREADS, which would shrink the node to one CPU.
   memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
   cat >"$SLURM_CONF" <<EOF
 ClusterName=involution
@@ -110,7 +111,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/slurmctld.log
 SlurmdLogFile=$STATE/slurmd.log
-NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${memory_mb} State=UNKNOWN
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=$(getconf _NPROCESSORS_ONLN) RealMemory=${memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   # slurmdbd reads slurmdbd.conf from SLURM_CONF's folder.
