@@ -79,8 +79,8 @@ write_configs() {
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$DB_PASSWORD_FILE")
   fi
   local memory_mb
-  # getconf, not nproc: nproc follows OMP_NUM_THREADS, which would shrink the node to one CPU.
   memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+  # The node's CPUs from getconf, not nproc: nproc follows OMP_NUM_THREADS, which would shrink it to one CPU.
   cat >"$SLURM_CONF" <<EOF
 ClusterName=involution
 SlurmctldHost=${HOST}(127.0.0.1)
