@@ -271,3 +271,8 @@ def is_claimed(out_dir, run: str) -> bool:
             return True
         fcntl.flock(lock, fcntl.LOCK_UN)
     return False
+
+
+def is_finished(record: Optional[RunRecord]) -> bool:
+    """Whether a run is done: the one test (training itself, the jobs, and the launcher's slurm.plan)."""
+    return record is not None and record.status == FINISHED

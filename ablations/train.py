@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -133,6 +132,7 @@ class Trainer:
         self.complexity = {"params": None, "flops": None, "input_size": None}
         self.history: list[dict] = []
         self.wall_time = 0.0
+        self.peak_memory_measured = False
         self.git_commit = git_commit()  # once: the record is rewritten every epoch
 
     def build(self) -> None:
@@ -256,10 +256,13 @@ class Trainer:
             epochs=self.history,
             epochs_planned=self.config.optim.epochs,
             images_per_s=(sum(e["images_per_s"] for e in self.history) / len(self.history)) if self.history else None,
-            peak_memory_mib=peak_memory_mib(self.process.device),
+            peak_memory_mib=peak_memory_mib(self.process.device) if self.peak_memory_measured else None,
             wall_time_s=self.wall_time,
             git_commit=self.git_commit,
-            hardware=hardware(self.process.device, self.process.world_size),
+            hardware={
+                **hardware(self.process.device, self.process.world_size),
+                "peak_memory": PEAK_MEMORY_MEASURE[self.process.device.type],
+            },
             error=error,
         )
 
@@ -337,13 +340,14 @@ class Trainer:
 
     def run(self) -> records.RunRecord:
         existing = records.read_record(self.out_dir, self.run_id)
-        if existing and existing.status == records.FINISHED:
+        if records.is_finished(existing):
             return existing
         with self.claim():
             existing = records.read_record(self.out_dir, self.run_id)
-            if existing and existing.status == records.FINISHED:  # by the job that held it a moment ago
+            if records.is_finished(existing):  # by the job that held it a moment ago
                 return existing
             state = self.read_checkpoint()  # before the try: a refused resume leaves the record as it is
+            self.peak_memory_measured = reset_peak_memory(self.process.device)
             try:
                 self.build()
                 if state:
@@ -414,10 +418,33 @@ def hardware(device: torch.device, world_size: int) -> dict:
     return info
 
 
+# What peak_memory_mib measures, in the record (hardware.peak_memory): each run's own peak, by the main process.
+PEAK_MEMORY_MEASURE = {
+    "cuda": "torch.cuda.max_memory_allocated since the run (re)started",
+    "cpu": "peak resident set size (VmHWM) of the process since the run (re)started",
+}
+_PROC_STATUS, _PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start measuring the run's own peak: a worker training several runs would otherwise report, for each,
+    the largest of all so far. On CPU, writing 5 to clear_refs resets Linux's RSS high-water mark; False
+    where that is impossible (no /proc): the peak is then not recorded."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    (line,) = [line for line in _PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024  # kB
 
 
 def train(config: RunConfig, out_dir, progress: bool = True, job_id: Optional[str] = None) -> records.RunRecord:

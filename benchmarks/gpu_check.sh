@@ -7,7 +7,9 @@
 #      triton, compiled unfold, cuDNN depthwise 7x7, conv1x1 + triton and fused, with % of the bandwidth floor;
 #   3. benchmarks/model_bench.py: RedNet-50 (triton, triton fused) vs ResNet-50, batch 64, bf16 autocast,
 #      channels_last, training and inference images/s and peak memory; eager, then compiled (with compile time).
-# Logs, JSON and summary.md go to $OUT (default: gpu_results/); the summary is printed at the end.
+# Logs, JSON and summary.md go to $OUT (default: gpu_results/); the summary is printed at the end. Exits
+# non-zero, naming them, when any stage failed or timed out (or the tests could not run): every stage runs
+# regardless.
 #
 #   bash benchmarks/gpu_check.sh          # run everything (python3 with torch and triton; repo root as cwd)
 #   bash benchmarks/gpu_check.sh fetch    # beforehand, on a machine with PyPI: test-only wheels into .gpu_wheels/
@@ -35,7 +37,9 @@ fi
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SUMMARY="$OUT/summary.md"
+FAILED="$OUT/failed_stages"  # a file: the test stages run in background subshells
 : > "$SUMMARY"
+: > "$FAILED"
 
 # stage NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, note the outcome in the summary.
 stage() {
@@ -47,6 +51,7 @@ stage() {
     local rc=$?
     local outcome="exit $rc"
     [[ $rc == 124 ]] && outcome="TIMED OUT"
+    [[ $rc != 0 ]] && echo "$name" >> "$FAILED"
     echo "- $name: $outcome after $((SECONDS - start)) s (log: $name.log)" | tee -a "$SUMMARY"
     tail -n 3 "$OUT/$name.log"
 }
@@ -72,6 +77,7 @@ if "$PYTHON" -c "import pytest, hypothesis" 2> /dev/null; then
 else
     echo "- tests: SKIPPED, pytest/hypothesis not importable (run \`bash benchmarks/gpu_check.sh fetch\` and carry $WHEELS)" \
         | tee -a "$SUMMARY"
+    echo tests >> "$FAILED"
 fi
 
 BENCH=("$PYTHON" benchmarks/op_bench.py --batch 64 --backends reference torch triton)
@@ -82,4 +88,8 @@ stage model_eager 80 "${MODELS[@]}" --modes eager --json "$OUT/model_eager.json"
 stage model_compiled 120 "${MODELS[@]}" --modes compiled --json "$OUT/model_compiled.json"
 
 echo | tee -a "$SUMMARY"
-"$PYTHON" benchmarks/gpu_summary.py "$OUT" | tee -a "$SUMMARY"
+"$PYTHON" benchmarks/gpu_summary.py "$OUT" | tee -a "$SUMMARY" || echo gpu_summary >> "$FAILED"
+if [[ -s "$FAILED" ]]; then
+    echo "FAILED: $(paste -sd ' ' "$FAILED")" | tee -a "$SUMMARY"
+    exit 1
+fi

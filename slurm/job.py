@@ -2,8 +2,9 @@
 
 On SLURM every array task trains one run; locally each of the --parallel workers gets the whole list and
 trains whatever no other worker holds (each run's lock, ablations.records.claim), so at most --parallel
-runs train at once even after the launcher has returned. A run whose record says finished, or failed
-(after the launcher marked it pending: a peer worker failed it), is not trained again by the same launch.
+runs train at once even after the launcher has returned. A run that has finished, or failed (after the
+launcher marked it pending: a peer worker failed it), is not trained again by the same launch. A run held
+by another job is left to it: the job ends normally, and the launcher does not mark the run failed.
 
 submitit pickles the job, runs it on the node, and on preemption or time-out (SIGUSR2 before the limit)
 calls ``checkpoint()``, whose default resubmits the same callable: the requeued job then resumes the run
@@ -34,7 +35,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         for config in self.configs:
             run = records.run_id(to_dict(config))
             record = records.read_record(self.out_dir, run)
-            if record and record.status in (records.FINISHED, records.FAILED):
+            if records.is_finished(record) or (record and record.status == records.FAILED):
                 outcome[run] = record.status
                 continue
             try:

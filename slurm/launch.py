@@ -2,28 +2,37 @@
 
     python -m slurm.launch GRID.yaml [GRID.yaml ...] --out DIR [key=value ...] --executor {local,slurm,debug}
         [--partition P --gpus-per-node N --nodes M --time MIN --array-parallelism K ...] [--dry-run] [--no-wait]
+        [--force-resubmit]
 
 - local (default): at most --parallel runs train at once on this machine, in worker processes that outlive
   the launcher (so --no-wait keeps the limit); debug: in this process, one after the other; slurm: one job
   array (--array-parallelism at a time).
 - Cells of several grids with the same config are one run (same id), trained once.
+- One launch at a time per results directory (a second one waits until the first has submitted).
 - What runs is decided by slurm.plan: not finished runs, and never one that a live job may still train.
-  Every submitted run's record is written under DIR first (status "pending", with its grid values).
-- A submission manifest (grids, run ids, job ids, executor parameters) goes to DIR/submissions/.
+- Before anything is submitted, a manifest of the intent (grids, run ids, executor parameters) goes to
+  DIR/submissions/ and every run's record to DIR (status "pending", with its grid values); the job ids are
+  added once submitted. If the executor refuses the jobs (sbatch's error), both are undone.
 - Waits by default (``--no-wait`` returns after submission), then prints a summary and exits non-zero if
   any run failed. ``python -m slurm.status DIR`` shows the state of every run at any time.
 """
 
 import argparse
 import collections
+import contextlib
+import fcntl
+import io
 import math
+import os
+import platform
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import submitit
+from submitit.core.utils import FailedJobError
 from tqdm import tqdm
 
 from ablations import cli, records
@@ -32,7 +41,7 @@ from ablations.grid import expand, load_grid
 
 from . import manifests
 from .job import TrainingJob
-from .plan import Decision, plan
+from .plan import DEAD, Decision, JobStateUnknown, plan, run_state
 
 POLL_SECONDS = 2.0
 
@@ -45,6 +54,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="results directory (default: results/<grid name>, with one grid)")
     parser.add_argument("--runs", nargs="+", help="only these run ids")
     parser.add_argument("--dry-run", action="store_true", help="list what would be submitted; submit nothing")
+    parser.add_argument(
+        "--force-resubmit",
+        action="store_true",
+        help="submit every unfinished run without asking whether its jobs still live (when squeue cannot tell; "
+        "check with squeue first): only a run a process here holds is left alone",
+    )
     parser.add_argument("--no-wait", action="store_true", help="return right after submission")
     parser.add_argument("--wait-timeout", type=float, help="give up waiting after this many minutes")
     parser.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
@@ -99,6 +114,50 @@ def make_executor(args, log_dir: Path, runs_per_job: int = 1) -> tuple[submitit.
     return executor, {**parameters, **requeues}
 
 
+class SubmissionFailed(ConfigError):
+    """The executor refused the jobs (sbatch's error: a partition that does not exist, a bad account)."""
+
+
+@contextlib.contextmanager
+def launch_lock(out_dir: Path) -> Iterator[None]:
+    """One launch at a time per results directory, from planning until its jobs and manifest are recorded (not
+    while it waits for them): a second launch waits, saying who holds the lock, then plans from what the first
+    submitted. An advisory flock on DIR/submissions/launch.lock, released by the kernel if the launcher dies."""
+    path = out_dir / "submissions" / "launch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another launch"
+            print(f"waiting for the launch of {holder} into {out_dir} to finish submitting", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.truncate(0)
+        lock.write(f"host {platform.node()}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def decide(cells: list, out_dir: Path, args) -> list[Decision]:
+    """slurm.plan's decisions, printed: what is submitted, and why the rest is not."""
+    try:
+        decisions = plan(cells, out_dir, args.runs, force=args.force_resubmit)
+    except records.RecordError as error:  # a broken record of one of the launch's own runs
+        raise ConfigError(str(error)) from error
+    print(
+        f"{args.name}: {len(cells)} cells, {len(decisions)} runs: {describe(decisions)}; "
+        f"{args.executor} executor, results in {out_dir}"
+    )
+    for decision in decisions:
+        if decision.detail and (args.dry_run or not decision.submit):
+            print(f"  {decision.run_id}  {decision.reason} ({decision.detail})")
+    return decisions
+
+
 def write_pending(decision: Decision, out_dir: Path) -> None:
     """The run's record before submission: pending, with its grid values (kept by every later rewrite)."""
     previous = records.read_record(out_dir, decision.run_id)
@@ -106,6 +165,35 @@ def write_pending(decision: Decision, out_dir: Path) -> None:
     config = decision.config
     record = records.RunRecord(decision.run_id, records.PENDING, to_dict(config), grids, model=config.model.name)
     records.write_record(out_dir, record)
+
+
+def submit_runs(args, grids: list, overrides: list, todo: list[Decision], out_dir: Path) -> tuple[list[list], Path]:
+    """Record the intent (manifest without job ids) and the pending records, submit, then record the job ids.
+    If the executor refuses the jobs, nothing is left behind: SubmissionFailed naming its error."""
+    workers = min(args.parallel, len(todo)) if args.executor == "local" else 1
+    runs_per_job = math.ceil(len(todo) / workers) if args.executor == "local" else 1
+    executor, parameters = make_executor(args, out_dir / "logs", runs_per_job)
+    runs = [{"run_id": d.run_id, "grids": d.grids} for d in todo]
+    manifest = manifests.write_intent(out_dir, grids, overrides, args.executor, parameters, runs)
+    previous = {d.run_id: records.read_record(out_dir, d.run_id) for d in todo}
+    for decision in todo:
+        write_pending(decision, out_dir)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr: said below, in one line
+            jobs_of = submit(executor, todo, out_dir, workers)
+    except (FailedJobError, OSError) as error:
+        for run, record in previous.items():
+            if record is None:
+                records.record_path(out_dir, run).unlink(missing_ok=True)
+            else:
+                records.write_record(out_dir, record)
+        manifests.withdraw(manifest)
+        command = "sbatch" if args.executor == "slurm" else "submission"
+        lines = [re.sub(r"^sbatch: error: ", "", line.strip()) for line in str(error).splitlines() if line.strip()]
+        said = "; ".join(lines) or type(error).__name__
+        raise SubmissionFailed(f"{command} failed: {said}; nothing was submitted") from error
+    manifests.record_jobs(manifest, [[job.job_id for job in jobs] for jobs in jobs_of])
+    return jobs_of, manifest
 
 
 def submit(executor, decisions: list[Decision], out_dir: Path, workers: int) -> list[list]:
@@ -155,13 +243,22 @@ def _record_status(run: str, out_dir: Path) -> str:
     return record.status if record else "new"
 
 
-def settle(decisions: list[Decision], jobs_of: list[list], out_dir: Path) -> None:
+def settle(decisions: list[Decision], jobs_of: list[list], out_dir: Path, manifest: Path) -> None:
     """A run whose jobs all ended without finishing it (crash, out of memory, kill) is left pending or
-    running: mark it failed, naming the jobs and why they ended."""
+    running: mark it failed, naming the jobs and why they ended; unless it is live elsewhere (another process
+    holds it, or a later launch's jobs may train it)."""
+    submissions = manifests.latest_submissions(out_dir)
     for decision, jobs in zip(decisions, jobs_of):
-        record = records.read_record(out_dir, decision.run_id)
-        if not all(job.done() for job in jobs) or record.status in (records.FINISHED, records.FAILED):
+        if not all(job.done() for job in jobs):
             continue
+        later = submissions.get(decision.run_id)
+        try:
+            state = run_state(out_dir, decision.run_id, later if later and later.path != manifest else None)
+        except JobStateUnknown:  # a later launch's jobs, which cannot be asked: leave the run to them
+            continue
+        if state.name != DEAD:
+            continue
+        record = records.read_record(out_dir, decision.run_id)
         reasons = "; ".join(f"job {job.job_id} ({job.state})" + _job_error(job) for job in jobs)
         record.status = records.FAILED
         record.error = f"ended without finishing the run: {reasons}"
@@ -230,56 +327,37 @@ def main(argv=None) -> int:
     out_dir = Path(args.out or Path("results") / grids[0].name).resolve()
     args.name = "+".join(grid.name for grid in grids)
     cells = [cell for grid in grids for cell in expand(grid, overrides)]
-    try:
-        decisions = plan(cells, out_dir, args.runs)
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    todo = [d for d in decisions if d.submit]
-    print(
-        f"{args.name}: {len(cells)} cells, {len(decisions)} runs: {describe(decisions)}; "
-        f"{args.executor} executor, results in {out_dir}"
-    )
-    for decision in decisions:
-        if decision.detail and (args.dry_run or not decision.submit):
-            print(f"  {decision.run_id}  {decision.reason} ({decision.detail})")
-    if not args.dry_run:  # finished and live runs join the grids too, not only the ones submitted
-        records.add_memberships(out_dir, {d.run_id: d.grids for d in decisions})
-    if args.dry_run or not todo:
-        for decision in todo:
-            print(f"  {decision.run_id}  would submit ({decision.reason})  {_values(decision)}")
+    if args.dry_run:
+        decisions = decide(cells, out_dir, args)
+        for decision in decisions:
+            if decision.submit:
+                print(f"  {decision.run_id}  would submit ({decision.reason})  {_values(decision)}")
         return 0
-    for decision in todo:
-        write_pending(decision, out_dir)
-    workers = min(args.parallel, len(todo)) if args.executor == "local" else 1
-    runs_per_job = math.ceil(len(todo) / workers) if args.executor == "local" else 1
-    executor, parameters = make_executor(args, out_dir / "logs", runs_per_job)
-    jobs_of = submit(executor, todo, out_dir, workers)
-    manifest = manifests.write(
-        out_dir,
-        grids,
-        overrides,
-        args.executor,
-        parameters,
-        [
-            {"run_id": d.run_id, "grids": d.grids, "job_ids": [job.job_id for job in jobs]}
-            for d, jobs in zip(todo, jobs_of)
-        ],
-    )
+    with launch_lock(out_dir):
+        decisions = decide(cells, out_dir, args)
+        # Finished and live runs join the launch's grids too, not only the ones submitted.
+        records.add_memberships(out_dir, {d.run_id: d.grids for d in decisions})
+        todo = [d for d in decisions if d.submit]
+        if not todo:
+            return 0
+        jobs_of, manifest = submit_runs(args, grids, overrides, todo, out_dir)
     jobs = list({job.job_id: job for jobs in jobs_of for job in jobs}.values())
     print(f"submitted {len(todo)} runs in {len(jobs)} jobs ({jobs[0].job_id} ...); manifest {manifest}")
     if args.no_wait:
         print(f"not waiting; python -m slurm.status {out_dir} shows their progress")
         return 0
     complete = wait_for(jobs, todo, out_dir, args.wait_timeout)
-    settle(todo, jobs_of, out_dir)
+    settle(todo, jobs_of, out_dir, manifest)
     print(summary(decisions, out_dir))
-    failed = sum(_record_status(d.run_id, out_dir) == records.FAILED for d in todo)
+    ends = collections.Counter(_record_status(d.run_id, out_dir) for d in todo)
     if not complete:
         print(f"gave up waiting after {args.wait_timeout} min; the jobs go on: python -m slurm.status {out_dir}")
         return 1
-    if failed:
-        print(f"{failed} run(s) failed: python -m slurm.status {out_dir} shows their logs")
-    return 1 if failed else 0
+    if ends[records.PENDING] + ends[records.RUNNING]:
+        print(f"{ends[records.PENDING] + ends[records.RUNNING]} run(s) are trained by another job or launch")
+    if ends[records.FAILED]:
+        print(f"{ends[records.FAILED]} run(s) failed: python -m slurm.status {out_dir} shows their logs")
+    return 1 if ends[records.FAILED] else 0
 
 
 if __name__ == "__main__":

@@ -7,18 +7,25 @@
 #   slurm/local_cluster.sh stop     # stop the daemons by their recorded PIDs
 #   slurm/local_cluster.sh status   # sinfo
 #   eval "$(slurm/local_cluster.sh env)"   # point this shell's sbatch/squeue/sacct (and submitit) at it
+#   slurm/local_cluster.sh check    # exit 3, naming it, if a SLURM configuration is visible here (start refuses)
 #
 # Everything it writes lives in $INVOLUTION_SLURM_STATE (default /var/tmp/involution-slurm): the configs (the
-# daemons and clients find them through SLURM_CONF), its own munge key and socket, the database, logs and
-# PIDs. It never touches the system's SLURM, munge or MariaDB configuration, and it refuses to start on a
-# machine that already has a SLURM configuration: use that cluster instead.
+# daemons and clients find them through SLURM_CONF), its own munge key and socket, the database and its
+# password, logs and PIDs. Its daemons listen on their own ports (INVOLUTION_SLURM_PORT, default 36817, and the
+# next two; MariaDB on INVOLUTION_SLURM_DB_PORT, default 36306, on 127.0.0.1), not SLURM's 6817-6819. It never
+# touches the system's SLURM, munge or MariaDB configuration, and it refuses to start wherever a SLURM
+# configuration is visible (SLURM_CONF set to another file, a *.conf in /etc/slurm or /etc/slurm-llnl other than
+# the plugstack.conf Debian's packages ship, /usr/local/etc/slurm.conf): use that cluster instead.
 set -euo pipefail
 
 STATE=${INVOLUTION_SLURM_STATE:-/var/tmp/involution-slurm}
+CALLERS_SLURM_CONF=${SLURM_CONF:-}
 export SLURM_CONF=$STATE/etc/slurm.conf
 MUNGE_SOCKET=$STATE/munge/munge.socket
 DB_SOCKET=$STATE/mysql/mysqld.sock  # in the folder the mysql user owns
 DB_PORT=${INVOLUTION_SLURM_DB_PORT:-36306}
+DB_PASSWORD_FILE=$STATE/etc/db_password
+PORT=${INVOLUTION_SLURM_PORT:-36817}  # slurmctld; slurmd and slurmdbd on the next two
 HOST=$(hostname -s)
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 
@@ -36,9 +43,19 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 refuse_beside_a_configured_cluster() {
-  local system_conf=/etc/slurm/slurm.conf
-  if [ -f "$system_conf" ]; then
-    log "this machine has a SLURM configuration ($system_conf): use that cluster; not starting another"
+  local found=()
+  if [ -n "$CALLERS_SLURM_CONF" ] && [ "$CALLERS_SLURM_CONF" != "$SLURM_CONF" ]; then
+    found+=("SLURM_CONF=$CALLERS_SLURM_CONF")
+  fi
+  local folder conf
+  for folder in /etc/slurm /etc/slurm-llnl; do
+    for conf in "$folder"/*.conf; do
+      if [ -e "$conf" ] && [ "$(basename "$conf")" != plugstack.conf ]; then found+=("$conf"); fi
+    done
+  done
+  if [ -e /usr/local/etc/slurm.conf ]; then found+=(/usr/local/etc/slurm.conf); fi
+  if [ ${#found[@]} -gt 0 ]; then
+    log "a SLURM configuration is visible here (${found[*]}): use that cluster; not starting another"
     exit 3
   fi
 }
@@ -58,11 +75,17 @@ install_packages() {
 
 write_configs() {
   mkdir -p "$STATE"/{etc,slurmd,slurmctld,mysql,munge}
+  if [ ! -s "$DB_PASSWORD_FILE" ]; then  # this state folder's own database password
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$DB_PASSWORD_FILE")
+  fi
   local memory_mb
   memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+  # The node's CPUs from getconf, not nproc: nproc follows OMP_NUM_THREADS, which would shrink it to one CPU.
   cat >"$SLURM_CONF" <<EOF
 ClusterName=involution
 SlurmctldHost=${HOST}(127.0.0.1)
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -79,6 +102,7 @@ SelectTypeParameters=CR_Core
 SchedulerParameters=sched_interval=2,bf_interval=2
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+AccountingStoragePort=$((PORT + 2))
 # Clients and slurmctld reach slurmdbd through our munge socket too.
 AccountingStoragePass=$MUNGE_SOCKET
 StateSaveLocation=$STATE/slurmctld
@@ -87,7 +111,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/slurmctld.log
 SlurmdLogFile=$STATE/slurmd.log
-NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${memory_mb} State=UNKNOWN
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=$(getconf _NPROCESSORS_ONLN) RealMemory=${memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   # slurmdbd reads slurmdbd.conf from SLURM_CONF's folder.
@@ -95,6 +119,7 @@ EOF
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
+DbdPort=$((PORT + 2))
 SlurmUser=root
 PidFile=$STATE/slurmdbd.pid
 LogFile=$STATE/slurmdbd.log
@@ -102,7 +127,7 @@ StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
 StoragePort=$DB_PORT
 StorageUser=slurm
-StoragePass=slurm
+StoragePass=$(cat "$DB_PASSWORD_FILE")
 StorageLoc=slurm_acct_db
 EOF
   chmod 600 "$STATE/etc/slurmdbd.conf"
@@ -125,9 +150,11 @@ start_database() {
   mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql" --socket="$DB_SOCKET" --port="$DB_PORT" \
     --bind-address=127.0.0.1 --pid-file="$STATE/mysql/mariadb.pid" >"$STATE/mariadb.log" 2>&1 &
   wait_for 60 "MariaDB" mariadb --no-defaults --socket="$DB_SOCKET" -e "SELECT 1"
+  local password
+  password=$(cat "$DB_PASSWORD_FILE")
   mariadb --no-defaults --socket="$DB_SOCKET" -e "
-    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
-    CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
+    CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '$password';
+    CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
     FLUSH PRIVILEGES;"
 }
@@ -170,5 +197,6 @@ case "${1:-start}" in
   stop) stop ;;
   status) sinfo ;;
   env) echo "export SLURM_CONF=$SLURM_CONF" ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  check) refuse_beside_a_configured_cluster ;;
+  *) echo "usage: $0 start|stop|status|env|check" >&2; exit 2 ;;
 esac

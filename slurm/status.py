@@ -19,7 +19,7 @@ from ablations import cli, records
 from ablations.config import ConfigError
 
 from .manifests import latest_submissions
-from .plan import live_jobs
+from .plan import DEAD, JobStateUnknown, run_state
 
 
 def log_tail(out_dir: Path, job_id: str, lines: int) -> Optional[str]:
@@ -39,7 +39,7 @@ def report(out_dir: Path, log_lines: int = 20) -> str:
     for record in found:
         counts[record.status] += 1
         submission = submissions.get(record.run_id)
-        jobs = ",".join(submission.job_ids) if submission else (record.job_id or "-")
+        jobs = ",".join(submission.job_ids or ["?"]) if submission else (record.job_id or "-")
         planned = record.epochs_planned or record.config.get("optim", {}).get("epochs", "?")
         top1 = f"{record.top1:.2f}%" if record.top1 is not None else "-"
         values = "; ".join(f"{grid or '?'}: {values}" for grid, values in record.grids.items())
@@ -47,13 +47,18 @@ def report(out_dir: Path, log_lines: int = 20) -> str:
             f"{record.run_id}  {record.status:<9} {record.model or '?':<10} epochs {len(record.epochs)}/{planned}  "
             f"top1 {top1:>7}  job {jobs}  {values}"
         )
-        if record.status in (records.PENDING, records.RUNNING) and submission:
-            if not live_jobs(submission, out_dir) and not records.is_claimed(out_dir, record.run_id):
-                rows.append("    its jobs have ended without finishing it: launching the grid again resubmits it")
+        if record.status in (records.PENDING, records.RUNNING):
+            try:
+                dead = run_state(out_dir, record.run_id, submission).name == DEAD
+            except JobStateUnknown as error:
+                rows.append(f"    {error}")
+            else:
+                if dead:
+                    rows.append("    its jobs have ended without finishing it: launching the grid again resubmits it")
         if record.status == records.FAILED:
             if record.error:
                 rows.append("    error: " + record.error.strip().splitlines()[-1])
-            job = record.job_id or (submission.job_ids[0] if submission else None)  # the job that ran it
+            job = record.job_id or (submission.job_ids[0] if submission and submission.job_ids else None)
             tail = log_tail(out_dir, job, log_lines) if job else None
             if tail:
                 rows.append("    log tail:\n" + "\n".join("      " + line for line in tail.splitlines()))

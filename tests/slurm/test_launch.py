@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from ablations import records
 from ablations.grid import expand, load_grid
-from slurm import launch, status
+from slurm import launch, manifests, plan, status
 from slurm.manifests import latest_submissions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +169,123 @@ def test_cli_bad_input_is_one_line(tmp_path, args, message):
     command = [sys.executable, "-m", "slurm.launch", *args, "--out", str(tmp_path), "--dry-run"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip() == message
+
+
+def first_run(*overrides):
+    return expand(load_grid(SMOKE), list(overrides))[0].run_id
+
+
+def test_two_launches_at_once_submit_each_run_once_and_none_fails(tmp_path, monkeypatch, capsys):
+    """The second launch waits for the first to have submitted, then finds its run queued or running."""
+    run = first_run(*SLOWER, "train.threads=1")
+    args = [SMOKE, *SLOWER, "--out", str(tmp_path), "--runs", run, "--no-wait", *LOCAL]
+    submitting, go = threading.Event(), threading.Event()
+    real_submit = launch.submit
+
+    def slow_first_submit(*arguments):
+        if not submitting.is_set():
+            submitting.set()
+            go.wait(60)
+        return real_submit(*arguments)
+
+    monkeypatch.setattr(launch, "submit", slow_first_submit)
+    first = threading.Thread(target=launch.main, args=(args,))
+    first.start()
+    submitting.wait(60)
+    second = threading.Thread(target=launch.main, args=(args,))
+    second.start()
+    time.sleep(2)  # the second launch is now planning, or waiting for the first
+    go.set()
+    first.join(120)
+    second.join(120)
+    out = capsys.readouterr().out
+    assert "waiting for the launch of host" in out and f"pid {os.getpid()}" in out
+    submitted = [r["run_id"] for path in (tmp_path / "submissions").glob("*.json")
+                 for r in json.loads(path.read_text())["runs"]]  # fmt: skip
+    assert submitted == [run]
+    wait(lambda: records.read_record(tmp_path, run).status in ("finished", "failed"), 600, "the run")
+    assert records.read_record(tmp_path, run).status == "finished"
+
+
+def test_a_launcher_killed_right_after_submitting_leaves_its_intent(tmp_path, monkeypatch, capsys):
+    """The manifest names the runs before submission: the next launch finds their jobs instead of submitting
+    them again."""
+    run = first_run(*SLOWER, "train.threads=1")
+    args = [SMOKE, *SLOWER, "--out", str(tmp_path), "--runs", run, *LOCAL]
+    real_submit = launch.submit
+
+    def submit_then_die(*arguments):
+        real_submit(*arguments)
+        raise KeyboardInterrupt  # killed before it could record the job ids
+
+    monkeypatch.setattr(launch, "submit", submit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        launch.main(args)
+    monkeypatch.setattr(launch, "submit", real_submit)
+    (manifest,) = (tmp_path / "submissions").glob("*.json")
+    assert [r["job_ids"] for r in json.loads(manifest.read_text())["runs"]] == [None]
+    capsys.readouterr()
+    assert launch.main([*args, "--no-wait"]) == 0
+    out = capsys.readouterr().out
+    assert "0 to submit, 1 queued or running" in out
+    wait(lambda: records.read_record(tmp_path, run).status == "finished", 600, "the run")
+
+
+def test_a_job_finding_its_run_held_elsewhere_leaves_it_unfailed(tmp_path, capsys):
+    run = first_run()
+    with records.claim(tmp_path, run, "the test"):
+        assert launch.main([SMOKE, "--out", str(tmp_path), "--runs", run, "--executor", "debug"]) == 0
+        assert records.read_record(tmp_path, run).status == records.PENDING
+    assert "1 run(s) are trained by another job or launch" in capsys.readouterr().out
+
+
+def write_slurm_submission(out_dir, run, job="4242"):
+    """A run pending in a SLURM job (as a launch on a cluster leaves it)."""
+    records.write_record(out_dir, records.RunRecord(run, records.PENDING, {}))
+    path = manifests.write_intent(Path(out_dir), [], [], "slurm", {}, [{"run_id": run, "grids": {}}])
+    manifests.record_jobs(path, [[job]])
+
+
+def fake_command(folder, name, script):
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + script)
+    (folder / name).chmod(0o755)
+
+
+def test_squeue_missing_is_one_line_and_force_resubmit_goes_on(tmp_path):
+    run = first_run()
+    write_slurm_submission(tmp_path, run)
+    command = [sys.executable, "-m", "slurm.launch", SMOKE, "--out", str(tmp_path), "--dry-run"]
+    env = {**os.environ, "PATH": str(tmp_path / "empty")}  # no squeue
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "slurm.launch: error: squeue not found: cannot tell whether the runs' SLURM jobs still live; "
+        "relaunch with --force-resubmit once you know its jobs have ended"
+    )
+    forced = subprocess.run([*command, "--force-resubmit"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert f"{run}  would submit (its job ended without finishing)" in forced.stdout
+
+
+def test_squeue_timing_out_is_one_error_in_launch_and_status(tmp_path, monkeypatch):
+    run = first_run()
+    write_slurm_submission(tmp_path, run)
+    fake_command(tmp_path / "bin", "squeue", "sleep 30\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(plan, "SQUEUE_TIMEOUT_S", 0.5)
+    with pytest.raises(plan.JobStateUnknown, match="squeue did not answer within 0.5 s"):
+        launch.main([SMOKE, "--out", str(tmp_path), "--dry-run"])
+    assert "squeue did not answer within 0.5 s" in status.report(tmp_path)
+
+
+def test_sbatch_refusing_the_jobs_is_one_line_and_leaves_nothing_pending(tmp_path):
+    fake_command(tmp_path / "bin", "sbatch", "echo 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "slurm.launch", SMOKE, "--out", str(out), "--executor", "slurm"]
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    result = subprocess.run([*command, "--partition", "nope"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    expected = "slurm.launch: error: sbatch failed: invalid partition specified: nope; nothing was submitted"
+    assert result.stderr.strip() == expected
+    assert all_records(out) == [] and list((out / "submissions").glob("*.json")) == []

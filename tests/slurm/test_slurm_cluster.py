@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +37,24 @@ def test_the_local_cluster_keeps_its_configuration_to_itself(slurm_cluster):
     assert not Path("/etc/slurm/slurm.conf").exists()
     assert os.environ["SLURM_CONF"] == slurm_cluster and Path(slurm_cluster).is_file()
     assert subprocess.run(["sinfo", "-h"], capture_output=True, text=True).returncode == 0
+    etc = Path(slurm_cluster).parent
+    settings = dict(line.split("=", 1) for line in (etc / "slurm.conf").read_text().splitlines() if "=" in line)
+    ports = [int(settings[key]) for key in ("SlurmctldPort", "SlurmdPort", "AccountingStoragePort")]
+    assert not set(ports) & {6817, 6818, 6819}, ports
+    password = (etc / "db_password").read_text().strip()
+    assert len(password) >= 20 and (etc / "db_password").stat().st_mode & 0o077 == 0
+    assert f"StoragePass={password}\n" in (etc / "slurmdbd.conf").read_text()
+
+
+def test_sbatch_refusing_a_partition_is_one_line_and_leaves_nothing_pending(tmp_path):
+    command = [sys.executable, "-m", "slurm.launch", SMOKE, "--out", str(tmp_path), *SLURM, "--partition", "nope"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "slurm.launch: error: sbatch failed: invalid partition specified: nope; Batch job submission failed: "
+        "Invalid partition name specified; nothing was submitted"
+    )
+    assert all_records(tmp_path) == [] and list((tmp_path / "submissions").glob("*.json")) == []
 
 
 def test_grid_as_a_job_array_then_nothing_new(tmp_path, capsys):
@@ -132,3 +152,25 @@ def test_job_killed_without_a_result_is_reported_failed(tmp_path):
     killer.join()
     record = records.read_record(tmp_path, cell.run_id)
     assert record.status == "failed" and "without finishing the run" in record.error
+
+
+def test_jobs_of_a_launcher_killed_right_after_sbatch_are_found_by_the_next_launch(tmp_path, monkeypatch, capsys):
+    overrides = ["train.threads=1", "optim.epochs=50"]  # long enough to be still queued or running
+    run = expand(load_grid(SMOKE), overrides)[0].run_id
+    args = [SMOKE, *overrides, "--out", str(tmp_path), *SLURM, "--runs", run, "--no-wait"]
+    real_submit = launch.submit
+
+    def submit_then_die(*arguments):
+        real_submit(*arguments)
+        raise KeyboardInterrupt  # killed before it could record the job ids
+
+    monkeypatch.setattr(launch, "submit", submit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        launch.main(args)
+    monkeypatch.setattr(launch, "submit", real_submit)
+    capsys.readouterr()
+    assert launch.main(args) == 0
+    out = capsys.readouterr().out
+    jobs = re.findall(r"queued or running \(job (\d+)", out)
+    subprocess.run(["scancel", *jobs], check=False)
+    assert "0 to submit, 1 queued or running" in out and jobs, out
