@@ -40,6 +40,11 @@ DETECTORS = {  # detector -> colour
 BACKBONE_MARKERS = {"RedNet": "o", "ResNet": "s"}
 
 
+def dataset_label(name: str) -> str:
+    """The dataset a run was evaluated on, saying when it is the generated set."""
+    return f"{name} (generated, not COCO)" if name.startswith("fashion_coco") else name
+
+
 def row(record: records.RunRecord, directory) -> dict:
     """The table row of a finished Detectron2 run."""
     cfg = record.config["detectron2"]
@@ -104,7 +109,7 @@ def grid_table(runs: pd.DataFrame, grid: str, axes: list) -> pd.DataFrame:
     first = mine.groupby("cell", sort=False).first()
     shown = pd.DataFrame({axis: first[f"{grid}:{axis}"].values for axis in axes if axis != SEED_AXIS})
     shown["model"] = cells["model"]
-    shown["dataset"] = cells["dataset"]
+    shown["dataset"] = cells["dataset"].map(dataset_label)
     shown["iterations"] = cells["iterations"]
     shown["params (M)"] = cells["params_m"].map(lambda v: f"{v:.2f}")
     shown["GFLOPs"] = cells["gflops"].map(lambda v: f"{v:.2f}")
@@ -113,7 +118,8 @@ def grid_table(runs: pd.DataFrame, grid: str, axes: list) -> pd.DataFrame:
             shown[name] = cells.apply(lambda cell, m=metric: _mean_std(cell, m), axis=1)
     shown["seeds"] = cells["seeds"]
     shown["train img/s"] = cells["images_per_s"].map(lambda v: f"{v:.1f}")
-    return shown
+    by = [axis for axis in axes if axis != SEED_AXIS]
+    return shown.sort_values(by, key=lambda column: column.astype(str)).reset_index(drop=True) if by else shown
 
 
 def published_table(name: str) -> pd.DataFrame:
@@ -129,3 +135,23 @@ def label(row) -> str:
     variant = {("involution", "involution"): " inv. neck+head", ("involution", "conv"): " inv. neck"}
     variant = variant.get((row["neck"], row.get("head")), " inv. neck" if row["neck"] == "involution" else "")
     return f"{row['detector']} {row['backbone']}{variant}"
+
+
+def collect_runs(found: list) -> tuple[pd.DataFrame, dict, list, dict]:
+    """From (record, path) pairs of Detectron2 runs: the table of finished runs (one row per run id), each
+    grid's axes, what was left out (why, message) and each grid's unfinished runs {run_id: status}."""
+    rows, axes, skipped, unfinished = {}, {}, [], {}
+    finished = {record.run_id for record, _ in found if record.status == records.FINISHED}
+    for record, path in found:
+        for grid, values in record.grids.items():
+            axes.setdefault(grid, list(values))
+        if record.status != records.FINISHED:
+            if record.run_id not in finished:
+                for grid in record.grids:
+                    unfinished.setdefault(grid, {})[record.run_id] = record.status
+                skipped.append((record.status, f"{path}: {record.status}"))
+        elif record.run_id in rows:
+            skipped.append(("duplicate", f"{path}: same run as {rows[record.run_id]['directory']}"))
+        else:
+            rows[record.run_id] = row(record, path.parent)
+    return pd.DataFrame(list(rows.values())), axes, skipped, unfinished
