@@ -68,7 +68,7 @@ def test_detection_runs_get_their_own_table_with_seed_statistics(detection_runs)
     assert list(table["MODEL.REDNET.NAME"]) == ["rednet50", "resnet50"]
     assert list(table["box AP"]) == ["5.00 ± 1.41", "3.25 ± 0.35"]
     assert list(table["mask AP"]) == ["4.00 ± 1.41", "2.25 ± 0.35"]
-    assert "mIoU" not in table and set(table["dataset"]) == {"fashion_coco_val"}
+    assert "mIoU" not in table and set(table["dataset"]) == {"fashion_coco_val (generated, not COCO)"}
 
 
 def test_report_and_plots_show_detection_beside_the_published_coco_points(detection_runs, tmp_path, capsys):

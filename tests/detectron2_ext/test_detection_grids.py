@@ -114,3 +114,11 @@ def test_launching_and_expanding_classification_grids_does_not_import_detectron2
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["coco_rednet50", "coco_resnet50"])
+def test_the_coco_grids_without_coco_fail_naming_the_dataset(name):
+    grid = load_grid(REPO / "ablations" / "grids" / "detection" / f"{name}.yaml")
+    assert grid.kind == "detectron2" and len(grid.axes["base"]) in (3, 8)
+    with pytest.raises(ConfigError, match=f"{name}.yaml: cell .*coco_2017_train"):
+        expand(grid)
