@@ -46,7 +46,8 @@ def test_run_ids_hash_only_what_changes_the_result(tmp_path):
     ids = [c.run_id for c in grid.expand(smoke)]
     moved = ["data.root=/elsewhere", "data.num_workers=4", "train.threads=1"]
     assert [c.run_id for c in grid.expand(smoke, moved)] == ids
-    assert set(records.NON_RESULT_KEYS) == {"data.root", "data.num_workers", "train.threads"}
+    detectron2 = {"source", "detectron2.OUTPUT_DIR", "detectron2.DATALOADER.NUM_WORKERS", "detectron2.MODEL.DEVICE"}
+    assert set(records.NON_RESULT_KEYS) == {"data.root", "data.num_workers", "train.threads", *detectron2}
     for changed in ("train.seed=1", "optim.epochs=3", "data.train_subset=100", "train.channels_last=false"):
         assert not set(c.run_id for c in grid.expand(smoke, [changed])) & set(ids), changed
 
