@@ -1,6 +1,8 @@
 """Detectron2 run records in collect / report / plots: their own table per grid (mean ± std over seeds), box and
 mask AP vs GFLOPs beside the published COCO points, and classification runs read as before."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -94,3 +96,12 @@ def test_a_finished_detection_run_is_not_a_classification_run(tmp_path):
         and collection.axes == {}
         and collection.summary() == ("0 finished runs and 1 finished Detectron2 runs")
     )
+
+
+def test_the_committed_example_reports_its_detection_grid_beside_coco(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "results" / "example"
+    assert main(["report", str(example), "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    grid = markdown.split("## Detection grid `fashion_coco`")[1].split("## ")[0]
+    assert grid.count("fashion_coco_val (generated, not COCO)") == 2 and "| 2 |" in grid  # two cells, two seeds
+    assert {"box_ap_vs_flops", "mask_ap_vs_flops"} <= {p.stem for p in (tmp_path / "figures").glob("*.png")}
