@@ -131,8 +131,10 @@ EXAMPLE_IDS = [
 
 
 def test_ids_of_finished_runs_stay_stable():
-    assert sorted(path.stem for path in EXAMPLE.glob("*.json")) == EXAMPLE_IDS
-    for path in EXAMPLE.glob("*.json"):
+    # The Detectron2 runs of results/example: tests/detectron2_ext/test_detection_grids.py
+    classification = [path for path in EXAMPLE.glob("*.json") if "kind" not in records.load_record(path).config]
+    assert sorted(path.stem for path in classification) == EXAMPLE_IDS
+    for path in classification:
         record = records.load_record(path)
         # Read back into today's schema: keys added since fill in with their defaults.
         assert records.run_id(to_dict(from_dict(RunConfig, record.config))) == record.run_id == path.stem

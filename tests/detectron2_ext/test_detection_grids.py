@@ -122,3 +122,15 @@ def test_the_coco_grids_without_coco_fail_naming_the_dataset(name):
     assert grid.kind == "detectron2" and len(grid.axes["base"]) in (3, 8)
     with pytest.raises(ConfigError, match=f"{name}.yaml: cell .*coco_2017_train"):
         expand(grid)
+
+
+def test_the_example_grid_gives_the_ids_of_its_committed_records():
+    """A change of the id rule, of a config default or of the grid would orphan the committed runs."""
+    example = REPO / "results" / "example"
+    committed = {
+        path.stem for path in example.glob("*.json") if records.load_record(path).config.get("kind") == "detectron2"
+    }
+    cells = expand(load_grid(REPO / "ablations" / "grids" / "detection" / "fashion_coco.yaml"))
+    assert {cell.run_id for cell in cells} == committed and len(committed) == 4
+    for cell in cells:
+        assert records.read_record(example, cell.run_id).config == to_dict(cell.config)
