@@ -141,11 +141,11 @@ class RunRecord:
 
     def headline(self) -> str:
         """The run's main result in a few words, e.g. "top1 71.20%" or "box AP 9.1, mask AP 8.4"."""
-        shown = [(name, getattr(self, key)) for key, name in HEADLINE]
-        return ", ".join(f"{name} {value:.2f}" for name, value in shown if value is not None) or "-"
+        shown = [(name, getattr(self, key), unit) for key, name, unit in HEADLINE]
+        return ", ".join(f"{name} {value:.2f}{unit}" for name, value, unit in shown if value is not None) or "-"
 
 
-HEADLINE = (("top1", "top1 %"), ("box_ap", "box AP"), ("mask_ap", "mask AP"), ("miou", "mIoU"))
+HEADLINE = (("top1", "top1", "%"), ("box_ap", "box AP", ""), ("mask_ap", "mask AP", ""), ("miou", "mIoU", ""))
 
 
 def _is_int(value) -> bool:
