@@ -25,10 +25,6 @@ class DetectionConfig:
     detectron2: dict  # the resolved Detectron2 config
     kind: str = KIND
 
-    @property
-    def seed(self) -> int:
-        return self.detectron2["SEED"]
-
 
 def kind(config: dict) -> str:
     """The kind of a run from its (record's) config: "detectron2" or "classification"."""
