@@ -12,6 +12,19 @@ An axis value that is a mapping replaces the whole section it names (e.g. an axi
 values are ``{name: resnet26, options: {...}}``), for sweeps over models that take different options.
 Every cell is validated when the grid is expanded, before anything runs.
 
+A detection grid (``kind: detectron2``) has a Detectron2 config as its base, Detectron2 keys in ``set``, its axes
+and the ``KEY=value`` overrides, and may sweep the base config itself (the detector and its neck/head variant)::
+
+    kind: detectron2
+    base: ../../../detectron2_ext/configs/fashion_coco/mask_rcnn_red50_fpn.yaml
+    set: {SOLVER.MAX_ITER: 100}
+    axes:
+      MODEL.REDNET.NAME: [rednet50, resnet50]
+      SEED: [0, 1]
+
+Each cell is resolved and checked as train_net checks a config (datasets, classes, backbone, checkpoint) in the
+launching process, so a bad cell fails before any job is queued.
+
     python -m ablations.grid GRID.yaml [--out DIR] [key=value ...]   # list the cells, ids and status
 """
 
@@ -20,13 +33,15 @@ import copy
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
 import yaml
 
-from . import cli, records
+from . import cli, detection, records
 from .config import ConfigError, RunConfig, apply_override, from_dict, set_key, to_dict, validate
 
-GRID_KEYS = ("description", "base", "set", "axes")
+GRID_KEYS = ("description", "kind", "base", "set", "axes")
+KINDS = (detection.CLASSIFICATION, detection.KIND)
 
 
 @dataclass
@@ -34,9 +49,11 @@ class Grid:
     name: str
     path: Path
     description: str
-    base: dict
+    base: dict  # the base run config (classification grids)
     settings: dict
     axes: dict
+    kind: str = detection.CLASSIFICATION
+    base_file: Optional[Path] = None
 
 
 @dataclass
@@ -44,7 +61,7 @@ class Cell:
     run_id: str
     grid: str  # the grid's name (its file name)
     values: dict  # axis -> value of this cell
-    config: RunConfig
+    config: Union[RunConfig, detection.DetectionConfig]
 
 
 def load_grid(path) -> Grid:
@@ -64,19 +81,20 @@ def load_grid(path) -> Grid:
     for axis, values in axes.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: axis '{axis}' must be a non-empty list")
-    return Grid(
-        path.stem,
-        path,
-        spec.get("description", ""),
-        yaml.safe_load(base_path.read_text()) or {},
-        spec.get("set") or {},
-        axes,
-    )
+    kind = spec.get("kind", detection.CLASSIFICATION)
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: kind '{kind}' (known: {', '.join(KINDS)})")
+    if kind == detection.CLASSIFICATION and "base" in axes:
+        raise ConfigError(f"{path}: only a detection grid (kind: {detection.KIND}) sweeps its base config")
+    base = (yaml.safe_load(base_path.read_text()) or {}) if kind == detection.CLASSIFICATION else {}
+    return Grid(path.stem, path, spec.get("description", ""), base, spec.get("set") or {}, axes, kind, base_path)
 
 
 def expand(grid: Grid, overrides=()) -> list[Cell]:
     """Every cell of the grid, validated, with its run id; ``overrides`` (``key=value``, e.g. the user's
     ``data.root=...``) apply to every cell, after the axes."""
+    if grid.kind == detection.KIND:
+        return _expand_detection(grid, overrides)
     cells = []
     for combination in itertools.product(*grid.axes.values()):
         values = dict(zip(grid.axes, combination))
@@ -88,6 +106,30 @@ def expand(grid: Grid, overrides=()) -> list[Cell]:
         try:
             config = from_dict(RunConfig, data)
             validate(config)
+        except ConfigError as error:
+            raise ConfigError(f"{grid.path}: cell {values}: {error}") from error
+        cells.append(Cell(records.run_id(to_dict(config)), grid.name, values, config))
+    return cells
+
+
+def _expand_detection(grid: Grid, overrides=()) -> list[Cell]:
+    from detectron2_ext.run import resolve  # Detectron2 is imported for detection grids only
+
+    assigned = {}
+    for assignment in overrides:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            raise ConfigError(f"override '{assignment}': expected KEY=value")
+        assigned[key] = value  # a string: Detectron2 reads it as a Python literal
+    cells = []
+    for combination in itertools.product(*grid.axes.values()):
+        values = dict(zip(grid.axes, combination))
+        config_file = grid.base_file
+        if "base" in values:
+            config_file = (grid.path.parent / values["base"]).resolve()
+        opts = {**grid.settings, **{k: v for k, v in values.items() if k != "base"}, **assigned}
+        try:
+            config = resolve(config_file, opts)
         except ConfigError as error:
             raise ConfigError(f"{grid.path}: cell {values}: {error}") from error
         cells.append(Cell(records.run_id(to_dict(config)), grid.name, values, config))

@@ -31,7 +31,16 @@ SCHEMA_VERSION = 2
 # Config keys that do not change a run's result, left out of its id: moving the dataset, or changing the
 # loader workers or CPU threads, does not re-run a finished grid (a folder dataset is identified by
 # data.fingerprint instead of its path).
-NON_RESULT_KEYS = ("data.root", "data.num_workers", "train.threads")
+# A Detectron2 run (ablations.detection): where its config came from, its output folder, loader workers and device.
+NON_RESULT_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "train.threads",
+    "source",
+    "detectron2.OUTPUT_DIR",
+    "detectron2.DATALOADER.NUM_WORKERS",
+    "detectron2.MODEL.DEVICE",
+)
 # The id baseline: every config key added since schema 2's ids, with the value that reproduces the behaviour
 # from before it. A key at its baseline value is left out of the id, so adding a key never orphans finished
 # runs. A new result-changing key goes here, with a default equal to its baseline.
@@ -80,6 +89,16 @@ class RunRecord:
     top1: Optional[float] = None
     top5: Optional[float] = None
     train_loss: Optional[float] = None
+    # Detectron2 runs (percent): COCO box AP (at IoU .5:.95, .5, .75; small, medium, large objects), mask AP, mIoU.
+    box_ap: Optional[float] = None
+    box_ap50: Optional[float] = None
+    box_ap75: Optional[float] = None
+    box_ap_small: Optional[float] = None
+    box_ap_medium: Optional[float] = None
+    box_ap_large: Optional[float] = None
+    mask_ap: Optional[float] = None
+    miou: Optional[float] = None
+    iterations: Optional[int] = None  # Detectron2 runs: training iterations done
     epochs: list = field(default_factory=list)  # per-epoch metrics
     epochs_planned: Optional[int] = None
     images_per_s: Optional[float] = None  # training throughput, mean over epochs
@@ -119,6 +138,14 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def headline(self) -> str:
+        """The run's main result in a few words, e.g. "top1 71.20%" or "box AP 9.1, mask AP 8.4"."""
+        shown = [(name, getattr(self, key), unit) for key, name, unit in HEADLINE]
+        return ", ".join(f"{name} {value:.2f}{unit}" for name, value, unit in shown if value is not None) or "-"
+
+
+HEADLINE = (("top1", "top1", "%"), ("box_ap", "box AP", ""), ("mask_ap", "mask AP", ""), ("miou", "mIoU", ""))
 
 
 def _is_int(value) -> bool:

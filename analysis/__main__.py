@@ -32,6 +32,10 @@ def main(argv=None) -> int:
         cells = args.out.with_name(args.out.stem + "_by_cell.csv")
         aggregate(collection.runs).to_csv(cells, index=False)
         print(f"{args.out} ({len(collection.runs)} runs), {cells} (mean, std and number of seeds per cell)")
+        if not collection.detection.empty:
+            detection_runs = args.out.with_name(args.out.stem + "_detection.csv")
+            collection.detection.to_csv(detection_runs, index=False)
+            print(f"{detection_runs} ({len(collection.detection)} Detectron2 runs)")
     elif args.command == "plots":
         from .plots import all_figures
 

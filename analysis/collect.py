@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations import records
+from ablations import detection, records
 from ablations.config import ConfigError
 from involution.published import published_rows
+
+from . import detection as detection_runs
 
 SEED_AXIS = "train.seed"
 
@@ -29,6 +31,10 @@ class Collection:
     axes: dict  # grid name -> its axis keys, in file order
     skipped: list = field(default_factory=list)  # (why: unreadable/pending/running/failed/..., message) per file
     unfinished: dict = field(default_factory=dict)  # grid name -> {run_id: status} of its runs not finished
+    # Detectron2 runs (analysis.detection): their own table, grids and unfinished runs
+    detection: pd.DataFrame = field(default_factory=pd.DataFrame)
+    detection_axes: dict = field(default_factory=dict)
+    detection_unfinished: dict = field(default_factory=dict)
 
     def runs_of(self, grid: str) -> pd.DataFrame:
         """The finished runs that belong to a grid (none when no run has finished)."""
@@ -39,7 +45,8 @@ class Collection:
     def summary(self) -> str:
         counts = collections.Counter(why for why, _ in self.skipped)
         left_out = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
-        return f"{len(self.runs)} finished runs" + (f"; left out: {left_out}" if left_out else "")
+        detected = f" and {len(self.detection)} finished Detectron2 runs" if not self.detection.empty else ""
+        return f"{len(self.runs)} finished runs{detected}" + (f"; left out: {left_out}" if left_out else "")
 
 
 def collect(directories) -> Collection:
@@ -50,6 +57,10 @@ def collect(directories) -> Collection:
         readable, problems = records.read_records(directory)
         skipped += [("unreadable", str(problem)) for problem in problems]
         found += [(record, records.record_path(directory, record.run_id)) for record in readable]
+    detected = [(record, path) for record, path in found if detection.kind(record.config) == detection.KIND]
+    found = [(record, path) for record, path in found if detection.kind(record.config) != detection.KIND]
+    detection_table, detection_axes, detection_skipped, detection_unfinished = detection_runs.collect_runs(detected)
+    skipped += detection_skipped
     finished = {record.run_id for record, _ in found if _finished(record)}
     rows, first_copy, unfinished = {}, {}, collections.defaultdict(dict)
     for record, path in found:
@@ -74,7 +85,8 @@ def collect(directories) -> Collection:
         row = rows[record.run_id]  # the grids that claim a run are not a result: merge them
         merged = set(row["grids"].split(",")) | set(record.grids)
         row["grids"] = ",".join(sorted(g for g in merged if g))
-    return Collection(_with_axes(pd.DataFrame(list(rows.values())), axes), axes, skipped, dict(unfinished))
+    runs = _with_axes(pd.DataFrame(list(rows.values())), axes)
+    return Collection(runs, axes, skipped, dict(unfinished), detection_table, detection_axes, detection_unfinished)
 
 
 def _finished(record: records.RunRecord) -> bool:

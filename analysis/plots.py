@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from . import detection  # noqa: E402
 from .collect import SEED_AXIS, Collection, aggregate, paper_table  # noqa: E402
 
 FAMILIES = {  # family -> (label, colour, marker)
@@ -325,4 +326,86 @@ def all_figures(collection: Collection, out_dir: Path) -> list[Figure]:
         *complexity_figures(collection, out_dir),
         *ablation_figures(collection, out_dir),
         *speed_figure(collection, out_dir),
+        *detection_figures(collection, out_dir),
     ]
+
+
+def detection_figures(collection: Collection, out_dir: Path) -> list[Figure]:
+    """Box AP, mask AP and mIoU vs GFLOPs: the published points (COCO, Cityscapes) on the first panel, own
+    Detectron2 runs on a panel per dataset (on the published panel when they ran on its dataset). A metric
+    appears when own runs have it."""
+    cells = detection.aggregate(collection.detection)
+    figures = []
+    for metric, (label, table, column, published_dataset) in detection.FIGURE_METRICS.items():
+        if cells.empty or cells[f"{metric}_mean"].isna().all():
+            continue
+        own = cells[cells[f"{metric}_mean"].notna()]
+        on_published = own["dataset"].isin(detection.PUBLISHED_DATASETS[table])
+        own_sets = [group for _, group in own[~on_published].groupby("dataset")]
+        fig, axes = plt.subplots(
+            1, 1 + len(own_sets), figsize=(5.6 * (1 + len(own_sets)), 4.8), layout="constrained", squeeze=False
+        )
+        paper = detection.published_table(table).dropna(subset=[column])
+        ax = axes[0, 0]
+        for _, row in paper.iterrows():
+            colour = detection.DETECTORS.get(row["detector"], OTHER[1])
+            marker = detection.BACKBONE_MARKERS.get(row["backbone"].split("-")[0], OTHER[2])
+            ax.plot(row["flops_g"], row[column], marker, color=colour, ms=7, alpha=0.8)
+            _annotate(ax, row["flops_g"], row[column], detection.label(row).replace(row["detector"] + " ", ""))
+        _plot_own_detection(ax, own[on_published], metric)
+        ax.set(title=f"Published: {published_dataset}", xlabel="GFLOPs", ylabel=label)
+        for ax, group in zip(axes[0, 1:], own_sets):
+            _plot_own_detection(ax, group, metric)
+            size = collection.detection.loc[collection.detection["dataset"] == group["dataset"].iloc[0]]
+            convention = size["flops_convention"].iloc[0] or ""
+            shown = convention.split(", ")[1] if ", " in convention else ""
+            ax.set(
+                title=f"Own runs: {detection.dataset_label(group['dataset'].iloc[0])}\n"
+                f"({shown}, {int(group['iterations'].max())} iterations)",
+                xlabel="GFLOPs",
+                ylabel=label,
+            )
+            ax.margins(x=0.3, y=0.2)
+        for ax in axes[0]:
+            ax.grid(alpha=0.3)
+        detectors = sorted(set(paper["detector"]) | set(own["detector"]))
+        handles = [
+            plt.Line2D([], [], color=detection.DETECTORS.get(name, OTHER[1]), marker="o", ls="", label=name)
+            for name in detectors
+        ] + [
+            plt.Line2D([], [], color="0.3", marker=marker, ls="", label=f"{family} backbone")
+            for family, marker in detection.BACKBONE_MARKERS.items()
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
+                   title="filled: published; open: own runs (mean ± std over seeds)")  # fmt: skip
+        figures.append(
+            _save(
+                fig,
+                out_dir,
+                f"{metric}_vs_flops",
+                f"{label} vs FLOPs (detection and segmentation)",
+                f"Published {published_dataset} numbers (left; sources and recipes in results/paper/{table}.csv) "
+                "beside own Detectron2 runs; own runs on another dataset (e.g. the generated fashion_coco set) are "
+                "drawn on their own axes: their numbers are not comparable with the published ones. FLOPs are "
+                "multiply-adds of one image at the size each panel states.",
+            )
+        )
+    return figures
+
+
+def _plot_own_detection(ax, cells: pd.DataFrame, metric: str) -> None:
+    for _, cell in cells.iterrows():
+        colour = detection.DETECTORS.get(cell["detector"], OTHER[1])
+        marker = detection.BACKBONE_MARKERS.get(cell["backbone"].split("-")[0], OTHER[2])
+        std = cell[f"{metric}_std"]
+        ax.errorbar(
+            cell["gflops"],
+            cell[f"{metric}_mean"],
+            yerr=0 if pd.isna(std) else std,
+            fmt=marker,
+            mfc="white",
+            color=colour,
+            capsize=3,
+            ms=8,
+        )
+        _annotate(ax, cell["gflops"], cell[f"{metric}_mean"], detection.label(cell).replace(cell["detector"] + " ", ""))

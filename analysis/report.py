@@ -14,6 +14,7 @@ import pandas as pd
 
 from ablations.config import ConfigError
 
+from . import detection
 from .collect import SEED_AXIS, Collection, aggregate, paper_table, seed_noise
 from .plots import AXIS_LABELS, all_figures, cell_labels, model_labels
 
@@ -168,13 +169,35 @@ def _setup_lines(collection: Collection) -> list[str]:
     return lines
 
 
+DETECTION_NOTE = (
+    "Detectron2 runs (detection and segmentation grids), one row per cell: mean ± std over seeds of the COCO "
+    "metrics (box AP at IoU .50:.95, .50, .75; small/medium/large objects; mask AP) or mIoU, in percent, "
+    "with trainable parameters and FLOPs (multiply-adds of one image at the size the figure states, box head on "
+    "1000 RoIs and mask head on 100, as the published numbers count them). Each row names the dataset it was "
+    "evaluated on; the generated fashion_coco set is not COCO, so its numbers are not comparable with the "
+    "published COCO ones (results/paper/coco.csv, cityscapes.csv), which the figures draw beside them."
+)
+
+
+def detection_sections(collection: Collection) -> list[tuple[str, pd.DataFrame, str]]:
+    """(grid, its table or an empty one, what is not finished yet) per detection grid."""
+    sections = []
+    for grid, axes in collection.detection_axes.items():
+        runs = collection.detection
+        table = detection.grid_table(runs, grid, axes) if not runs.empty else pd.DataFrame()
+        counts = collections.Counter(collection.detection_unfinished.get(grid, {}).values())
+        sections.append((grid, table, ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))))
+    return sections
+
+
 def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
-    if collection.runs.empty:
+    if collection.runs.empty and collection.detection.empty:
         raise ConfigError("no finished runs to report on")
     figures = all_figures(collection, out_dir / "figures")
     title = "Involution study: results"
-    sections = [("Setup", "\n".join(_setup_lines(collection)))]
+    classification = not collection.runs.empty
+    sections = [("Setup", "\n".join(_setup_lines(collection)))] if classification else []
     for grid, table, not_finished in _grid_sections(collection):
         if table is None:
             sections.append((f"Grid `{grid}`", f"No finished run yet ({not_finished})."))
@@ -182,16 +205,21 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
             later = f"\n\nRuns not in the table: {not_finished}." if not_finished else ""
             sections.append((f"Grid `{grid}`", _markdown_table(table) + later))
     comparison = paper_comparison(collection)
-    ranking = _ranking(collection)
-    sections.append(
-        (
-            "Comparison with the published numbers",
-            PAPER_NOTE
-            + "\n\n"
-            + ("Order of the operators at each depth:\n" + "\n".join(ranking) + "\n\n" if ranking else "")
-            + _markdown_table(comparison),
+    ranking = _ranking(collection) if classification else []
+    if classification:
+        sections.append(
+            (
+                "Comparison with the published numbers",
+                PAPER_NOTE
+                + "\n\n"
+                + ("Order of the operators at each depth:\n" + "\n".join(ranking) + "\n\n" if ranking else "")
+                + _markdown_table(comparison),
+            )
         )
-    )
+    for grid, table, not_finished in detection_sections(collection):
+        later = f"\n\nRuns not in the table: {not_finished}." if not_finished and not table.empty else ""
+        body = _markdown_table(table) + later if not table.empty else f"No finished run yet ({not_finished})."
+        sections.append((f"Detection grid `{grid}`", f"{DETECTION_NOTE}\n\n{body}"))
     stamp = time.strftime("%Y-%m-%d %H:%M")
     markdown = [f"# {title}", f"Generated {stamp} by `python -m analysis report`."]
     for heading, body in sections:
@@ -203,9 +231,9 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
     md_path.write_text("\n\n".join(markdown) + "\n")
 
     body = [f"<h1>{html.escape(title)}</h1><p>Generated {stamp} by <code>python -m analysis report</code>.</p>"]
-    body.append(
-        f"<h2>Setup</h2><ul>{''.join(f'<li>{html.escape(line[2:])}</li>' for line in _setup_lines(collection))}</ul>"
-    )
+    if classification:
+        setup = "".join(f"<li>{html.escape(line[2:])}</li>" for line in _setup_lines(collection))
+        body.append(f"<h2>Setup</h2><ul>{setup}</ul>")
     for grid, table, not_finished in _grid_sections(collection):
         body.append(f"<h2>Grid <code>{html.escape(grid)}</code></h2>")
         if table is None:
@@ -214,12 +242,21 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
         body.append(table.to_html(index=False, border=0))
         if not_finished:
             body.append(f"<p>Runs not in the table: {html.escape(not_finished)}.</p>")
-    body.append(f"<h2>Comparison with the published numbers</h2><p>{html.escape(PAPER_NOTE)}</p>")
-    if ranking:
-        body.append("<p>Order of the operators at each depth:</p><ul>")
-        body += [f"<li>{html.escape(line[2:])}</li>" for line in ranking]
-        body.append("</ul>")
-    body.append(comparison.to_html(index=False, border=0))
+    if classification:
+        body.append(f"<h2>Comparison with the published numbers</h2><p>{html.escape(PAPER_NOTE)}</p>")
+        if ranking:
+            body.append("<p>Order of the operators at each depth:</p><ul>")
+            body += [f"<li>{html.escape(line[2:])}</li>" for line in ranking]
+            body.append("</ul>")
+        body.append(comparison.to_html(index=False, border=0))
+    for grid, table, not_finished in detection_sections(collection):
+        body.append(f"<h2>Detection grid <code>{html.escape(grid)}</code></h2><p>{html.escape(DETECTION_NOTE)}</p>")
+        if table.empty:
+            body.append(f"<p>No finished run yet ({html.escape(not_finished)}).</p>")
+            continue
+        body.append(table.to_html(index=False, border=0))
+        if not_finished:
+            body.append(f"<p>Runs not in the table: {html.escape(not_finished)}.</p>")
     body.append("<h2>Figures</h2>")
     for figure in figures:
         data = base64.b64encode(figure.png.read_bytes()).decode()

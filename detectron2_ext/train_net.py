@@ -74,10 +74,15 @@ def setup(args):
     """The config (file + KEY VALUE overrides) with the datasets it names registered."""
     cfg = load_config(args.config_file, args.opts)
     datasets.register_coco_folders(args.dataset_dir)
-    if any(name.startswith(datasets.GENERATED_NAME + "_") for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
-        datasets.register_generated()
+    register_generated_if_named(cfg)
     cfg.freeze()
     return cfg
+
+
+def register_generated_if_named(cfg) -> None:
+    """Generate (once) and register the fashion_coco set when the config trains or tests on it."""
+    if any(name.startswith(datasets.GENERATED_NAME + "_") for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
+        datasets.register_generated()
 
 
 def main(args):

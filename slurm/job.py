@@ -15,13 +15,13 @@ JobEnvironment first.
 
 import submitit
 
-from ablations import records
+from ablations import detection, records
 from ablations.config import RunConfig, to_dict
 from ablations.train import train
 
 
 class TrainingJob(submitit.helpers.Checkpointable):
-    def __init__(self, configs: list[RunConfig], out_dir: str):
+    def __init__(self, configs: list[RunConfig | detection.DetectionConfig], out_dir: str):
         self.configs = list(configs)
         self.out_dir = str(out_dir)
 
@@ -39,7 +39,8 @@ class TrainingJob(submitit.helpers.Checkpointable):
                 outcome[run] = record.status
                 continue
             try:
-                outcome[run] = train(config, self.out_dir, progress=False, job_id=environment.job_id).status
+                train_run = detection.train if isinstance(config, detection.DetectionConfig) else train
+                outcome[run] = train_run(config, self.out_dir, progress=False, job_id=environment.job_id).status
             except records.RunBusy:
                 outcome[run] = "held by another job"
             except Exception as error:  # recorded as failed by train(); go on with the other runs

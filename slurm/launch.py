@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from ablations import cli, records
 from ablations.config import ConfigError, to_dict
+from ablations.detection import DetectionConfig, model_name
 from ablations.grid import expand, load_grid
 
 from . import manifests
@@ -163,7 +164,8 @@ def write_pending(decision: Decision, out_dir: Path) -> None:
     previous = records.read_record(out_dir, decision.run_id)
     grids = {**(previous.grids if previous else {}), **decision.grids}
     config = decision.config
-    record = records.RunRecord(decision.run_id, records.PENDING, to_dict(config), grids, model=config.model.name)
+    model = model_name(config.detectron2) if isinstance(config, DetectionConfig) else config.model.name
+    record = records.RunRecord(decision.run_id, records.PENDING, to_dict(config), grids, model=model)
     records.write_record(out_dir, record)
 
 
@@ -212,17 +214,18 @@ def wait_for(jobs: list, decisions: list[Decision], out_dir: Path, timeout_min: 
     """Poll until every job is done (True) or the timeout passes (False), with a progress bar of the runs'
     epochs."""
     deadline = time.monotonic() + 60 * timeout_min if timeout_min else float("inf")
-    total = sum(d.config.optim.epochs for d in decisions)
+    planned = [1 if isinstance(d.config, DetectionConfig) else d.config.optim.epochs for d in decisions]
+    total = sum(planned)
     # Not on a terminal (CI, a job log), a line every 30 s rather than a redraw every poll.
     interval = 1 if sys.stderr.isatty() else 30
     with tqdm(total=total, desc=f"{len(decisions)} runs", unit="epoch", mininterval=interval) as bar:
         while True:
             found = [records.read_record(out_dir, d.run_id) for d in decisions]
             states = collections.Counter(r.status if r else "new" for r in found)
-            # A failed run trains no more: its epochs count as done.
+            # A failed run trains no more: its epochs count as done (a detection run counts once it has ended).
             done = sum(
-                d.config.optim.epochs if r and r.status == records.FAILED else len(r.epochs) if r else 0
-                for d, r in zip(decisions, found)
+                epochs if r and r.status in (records.FAILED, records.FINISHED) else len(r.epochs) if r else 0
+                for epochs, r in zip(planned, found)
             )
             bar.update(done - bar.n)
             bar.set_postfix(
@@ -284,8 +287,7 @@ def summary(decisions: list[Decision], out_dir: Path) -> str:
     for decision in decisions:
         record = records.read_record(out_dir, decision.run_id)
         state = record.status if record else "new"
-        top1 = f"{record.top1:.2f}%" if record and record.top1 is not None else "-"
-        lines.append(f"  {decision.run_id}  {state:<9} top1 {top1:>7}  {_values(decision)}")
+        lines.append(f"  {decision.run_id}  {state:<9} {record.headline() if record else '-'}  {_values(decision)}")
     return "\n".join(lines)
 
 

@@ -123,3 +123,16 @@ def test_old_and_broken_records_never_crash_collect_status_or_launch(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"slurm.launch: error: {tmp_path / cell.run_id}.json: version: expected an integer, got '2'"
     ]
+
+
+def test_detection_fields_are_optional_and_their_non_result_keys_leave_ids_alone(tmp_path):
+    old = {"run_id": "0123456789ab", "status": "finished", "config": {}, "top1": 80.0, "version": 2}
+    (tmp_path / "0123456789ab.json").write_text(json.dumps(old))
+    record = records.read_record(tmp_path, "0123456789ab")
+    assert record.box_ap is None and record.miou is None and record.headline() == "top1 80.00%"
+    record.top1, record.box_ap, record.mask_ap = None, 9.05, 8.4
+    assert record.headline() == "box AP 9.05, mask AP 8.40"
+    config = {"kind": "detectron2", "source": {"config_file": "a.yaml"}, "detectron2": {"SEED": 0, "OUTPUT_DIR": "x"}}
+    moved = {**config, "source": {"config_file": "b.yaml"}, "detectron2": {"SEED": 0, "OUTPUT_DIR": "y"}}
+    assert records.run_id(config) == records.run_id(moved)
+    assert records.run_id(config) != records.run_id({**config, "detectron2": {"SEED": 1, "OUTPUT_DIR": "x"}})
