@@ -41,11 +41,11 @@ def report(out_dir: Path, log_lines: int = 20) -> str:
         submission = submissions.get(record.run_id)
         jobs = ",".join(submission.job_ids or ["?"]) if submission else (record.job_id or "-")
         planned = record.epochs_planned or record.config.get("optim", {}).get("epochs", "?")
-        top1 = f"{record.top1:.2f}%" if record.top1 is not None else "-"
+        progress = f"iterations {record.iterations}" if record.iterations else f"epochs {len(record.epochs)}/{planned}"
         values = "; ".join(f"{grid or '?'}: {values}" for grid, values in record.grids.items())
         rows.append(
-            f"{record.run_id}  {record.status:<9} {record.model or '?':<10} epochs {len(record.epochs)}/{planned}  "
-            f"top1 {top1:>7}  job {jobs}  {values}"
+            f"{record.run_id}  {record.status:<9} {record.model or '?':<10} {progress}  "
+            f"{record.headline()}  job {jobs}  {values}"
         )
         if record.status in (records.PENDING, records.RUNNING):
             try:
