@@ -153,8 +153,16 @@ def test_status_cli(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{")
     status.main([str(tmp_path)])
     out = capsys.readouterr().out
-    assert "1 running" in out and "abc  running   rednet26   epochs 1/4  top1  50.00%" in out
+    assert "1 running" in out and "abc  running   rednet26   epochs 1/4  top1 50.00%" in out
     assert "smoke: {'k': 3}" in out and "unreadable:" in out and "broken.json" in out
+
+
+def test_status_shows_a_detection_runs_iterations_and_ap(tmp_path, capsys):
+    record = records.RunRecord("det", "finished", {}, {"coco": {}}, model="Mask R-CNN RedNet-50")
+    record.iterations, record.box_ap, record.mask_ap = 120, 9.1, 8.4
+    records.write_record(tmp_path, record)
+    status.main([str(tmp_path)])
+    assert "iterations 120  box AP 9.10, mask AP 8.40" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
