@@ -182,3 +182,32 @@ def test_cli_bad_input_is_one_line(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"analysis: error: no results directory {tmp_path}/missing"
+
+
+def test_report_compares_the_cells_of_a_grid_with_intervals_and_calls_only_what_they_exclude(tmp_path):
+    top1 = {"resnet26": (85.0, 86.0, 84.5), "rednet26": (84.0, 84.5, 84.0), "sasa26": (82.0, 83.0, 81.0)}
+    for name, values in top1.items():
+        for seed, value in enumerate(values):
+            model = {"name": name, "options": {}}
+            _finished(tmp_path / "runs", "ops", {"model": model, "train.seed": seed}, model, value)
+    for k, seeds in ((3, (0, 1, 2)), (7, (3, 4))):  # seeds that do not pair
+        for seed in seeds:
+            model = {"name": "rednet26", "options": {"kernel_size": k}}
+            values = {"model.options.kernel_size": k, "train.seed": seed}
+            _finished(tmp_path / "runs", "kernel", values, model, 80.0 + k + seed / 2)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    ops = markdown.split("## Grid `ops`")[1].split("## ")[0]
+    assert "| model | params (M) | MFLOPs | top-1 % (mean ± std, seeds) |" in ops
+    # differences 1.0, 1.5, 0.5: 1.00 +- t(0.975, 2) 0.5 / sqrt(3) = [-0.24, +2.24]
+    assert "| resnet26 − rednet26 | +1.00 | [-0.24, +2.24] | paired by seed, 3 pairs, Student t with 2 df |" in ops
+    assert "| resnet26 − sasa26 | +3.17 | [+2.45, +3.88] |" in ops  # differences 3.0, 3.0, 3.5
+    assert (
+        "Called at 95%: resnet26 is higher than sasa26; rednet26 is higher than sasa26. "
+        "resnet26 and rednet26 are not distinguishable with 3 seeds." in ops
+    )
+    kernel = markdown.split("## Grid `kernel`")[1].split("## ")[0]
+    # Welch: variances 0.25 / 3 and 0.125 / 2 -> df = 0.1458^2 / (0.0833^2 / 2 + 0.0625^2 / 1) = 2.88
+    assert "| rednet26 K=7 − rednet26 K=3 | +5.25 |" in kernel and "unpaired (Welch), Student t with 2.88 df" in kernel
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "resnet26 and rednet26 are not distinguishable with 3 seeds" in html
