@@ -103,6 +103,29 @@ def grid_comparisons(collection: Collection, grid: str) -> tuple[pd.DataFrame, s
     return pd.DataFrame(rows), summary
 
 
+def last_epochs_order(collection: Collection, grid: str) -> str:
+    """Whether the order of the grid's cells by mean test top-1 changed between the last two epochs ("" when
+    its runs do not all hold the test top-1 of the same two or more epochs)."""
+    runs = collection.runs_of(grid)
+    curves = list(runs["epoch_top1"]) if "epoch_top1" in runs else []
+    epochs = {len(curve) for curve in curves}
+    if len(epochs) != 1 or min(epochs) < 2 or any(v is None for curve in curves for v in curve[-2:]):
+        return ""
+    last = epochs.pop()
+    cells = aggregate(runs)
+    if len(cells) < 2:
+        return ""
+    labels = dict(zip(cells["cell"], cell_labels(cells, {grid: collection.axes[grid]})))
+    by_cell = runs.groupby("cell")["epoch_top1"]
+    means = [
+        by_cell.apply(lambda curves, e=epoch: sum(c[e - 1] for c in curves) / len(curves)) for epoch in (last - 1, last)
+    ]
+    orders = [list(m.sort_values(ascending=False).index) for m in means]
+    text = [" > ".join(f"{labels[cell]} {m[cell]:.2f}" for cell in order) for m, order in zip(means, orders)]
+    verdict = "the same order" if orders[0] == orders[1] else "the order changed: train longer before reading it"
+    return f"Mean test top-1 after epoch {last - 1}: {text[0]}; after epoch {last}: {text[1]} ({verdict})."
+
+
 def _test(diff: Difference) -> str:
     if diff.dof is None:
         return f"none ({diff.seeds} seed)"
@@ -130,6 +153,7 @@ def _grid_sections(collection: Collection) -> list[tuple]:
     for grid in collection.axes:
         table = grid_table(collection, grid)
         comparisons, summary = grid_comparisons(collection, grid)
+        summary = " ".join(filter(None, [summary, last_epochs_order(collection, grid)]))
         sections.append(
             (grid, table if not table.empty else None, comparisons, summary, _not_finished(collection, grid))
         )
