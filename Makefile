@@ -42,7 +42,7 @@ $(DETECTRON2_STAMP): $(STAMP)
 	touch $@
 
 # The offline demo: a Fashion-MNIST ablation study (involution vs convolution vs local
-# self-attention, and a kernel-size sweep; two seeds) through the launcher, then the report. A rerun skips
+# self-attention, and a kernel-size sweep; three seeds) through the launcher, then the report. A rerun skips
 # every finished run and only redraws.
 DEMO_GRIDS := ablations/grids/demo/operator.yaml ablations/grids/demo/kernel_size.yaml
 demo: setup

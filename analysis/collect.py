@@ -1,8 +1,9 @@
 """Run records -> one tidy pandas table (one row per finished run) and its aggregate over seeds.
 
 Columns: run_id, results directory, grids, model, model options (JSON), family (rednet/resnet/sasa), depth,
-dataset, input size, seed, top1, top5, params, FLOPs, images/s, wall time, epochs, device, git commit, and one
-column per grid axis found in the runs (its value read from each run's config, so a run shared by two grids has both).
+dataset, input size, seed, top1, top5, params, FLOPs, images/s, wall time, epochs, the test top-1 after each epoch,
+device, git commit, and one column per grid axis found in the runs (its value read from each run's config, so a run
+shared by two grids has both).
 A run found in several directories is one row (copies with other results are named and left out).
 Unreadable files, failed and unfinished runs are reported (counted and named) and kept out of the table.
 """
@@ -131,6 +132,7 @@ def _row(record: records.RunRecord, directory: Path) -> dict:
         "train_images": data.get("train_subset"),
         "input_size": size.group(1) if size else None,
         "epochs": len(record.epochs),
+        "epoch_top1": [epoch.get("top1") for epoch in record.epochs],
         "seed": record.config.get("train", {}).get("seed"),
         "top1": record.top1,
         "top5": record.top5,
@@ -184,7 +186,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (runs that differ only in their seed): top-1/top-5 mean, std and number of seeds."""
     if runs.empty:
         return runs
-    varying = ("cell", "run_id", "seed", SEED_AXIS, "top1", "top5", "images_per_s", "wall_time_s", "git_commit")
+    varying = ("cell", "run_id", "seed", SEED_AXIS, "top1", "top5", "epoch_top1", "images_per_s", "wall_time_s",
+               "git_commit")  # fmt: skip
     constant = [c for c in runs.columns if c not in varying]
     grouped = runs.groupby("cell", sort=False)
     table = grouped[constant].first()

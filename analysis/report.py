@@ -1,12 +1,15 @@
 """A report of a study: REPORT_DIR/report.md and a self-contained REPORT_DIR/report.html (figures inlined).
 
-It states the dataset of the runs, the number of seeds and the noise of one seed, has a table per grid, the
-comparison with the published numbers (own vs paper, each with its dataset), and every figure.
+It states the dataset of the runs, the number of seeds and the noise of one seed, has a table per grid with
+every pair of its cells compared (difference of top-1 with a 95% interval, analysis.stats; its sentences say a
+cell is higher only where the interval excludes 0), the comparison with the published numbers (own vs paper,
+each with its dataset), and every figure.
 """
 
 import base64
 import collections
 import html
+import itertools
 import time
 from pathlib import Path
 
@@ -17,12 +20,18 @@ from ablations.config import ConfigError
 from . import detection
 from .collect import SEED_AXIS, Collection, aggregate, paper_table, seed_noise
 from .plots import AXIS_LABELS, all_figures, cell_labels, model_labels
+from .stats import LEVEL, Difference, compare
 
 PAPER_NOTE = (
     "Published numbers: results/paper/imagenet.csv, where every row names its source and training recipe. "
     "The ResNet-26/38/50 rows are the SAN authors' ResNets, trained for 100 epochs; ResNets trained with "
     "RedNet's 130-epoch recipe (as this repository's ImageNet configs do) are expected to land above them, "
     "so compare own ResNets with own RedNets rather than with those rows."
+)
+
+RANKING_NOTE = (
+    "Order of the operators' mean top-1 at each depth (which of these differences are called: the grids' "
+    "comparisons above):"
 )
 
 
@@ -62,9 +71,74 @@ def grid_table(collection: Collection, grid: str) -> pd.DataFrame:
     table["top-1 % (mean ± std, seeds)"] = cells.apply(_accuracy, axis=1)
     table["top-5 %"] = cells["top5_mean"].map(lambda v: f"{v:.2f}")
     table["train img/s"] = cells["images_per_s"].map(lambda v: f"{v:.0f}")
-    best = cells["top1_mean"].max()
-    table["Δ top-1 vs best"] = (cells["top1_mean"] - best).map(lambda v: f"{v:+.2f}")
     return table.loc[:, ~table.columns.duplicated()]
+
+
+def grid_comparisons(collection: Collection, grid: str) -> tuple[pd.DataFrame, str]:
+    """Every pair of the grid's finished cells, the higher mean first: the difference of top-1 with its interval
+    and what it allows to say; and a summary sentence of those verdicts ("" with fewer than two cells)."""
+    runs = collection.runs_of(grid)
+    cells = aggregate(runs)
+    if len(cells) < 2:
+        return pd.DataFrame(), ""
+    labels = dict(zip(cells["cell"], cell_labels(cells, {grid: collection.axes[grid]})))
+    top1 = {cell: dict(zip(group["seed"], group["top1"])) for cell, group in runs.groupby("cell")}
+    rows, called, open_pairs = [], [], []
+    for high, low in itertools.combinations(cells.sort_values("top1_mean", ascending=False)["cell"], 2):
+        diff = compare(top1[high], top1[low])
+        verdict = _verdict(labels[high], labels[low], diff)
+        (called if diff.called else open_pairs).append(verdict)
+        rows.append(
+            {
+                "comparison": f"{labels[high]} − {labels[low]}",
+                "difference (points)": f"{diff.mean:+.2f}",
+                f"{LEVEL:.0%} interval": f"[{diff.low:+.2f}, {diff.high:+.2f}]" if diff.low is not None else "-",
+                "test": _test(diff),
+                "result": verdict,
+            }
+        )
+    summary = " ".join(
+        [f"Called at {LEVEL:.0%}: {'; '.join(called)}." if called else f"No difference is called at {LEVEL:.0%}."]
+        + ([f"{'; '.join(open_pairs)}."] if open_pairs else [])
+    )
+    return pd.DataFrame(rows), summary
+
+
+def last_epochs_order(collection: Collection, grid: str) -> str:
+    """Whether the order of the grid's cells by mean test top-1 changed between the last two epochs ("" when
+    its runs do not all hold the test top-1 of the same two or more epochs)."""
+    runs = collection.runs_of(grid)
+    curves = list(runs["epoch_top1"]) if "epoch_top1" in runs else []
+    epochs = {len(curve) for curve in curves}
+    if len(epochs) != 1 or min(epochs) < 2 or any(v is None for curve in curves for v in curve[-2:]):
+        return ""
+    last = epochs.pop()
+    cells = aggregate(runs)
+    if len(cells) < 2:
+        return ""
+    labels = dict(zip(cells["cell"], cell_labels(cells, {grid: collection.axes[grid]})))
+    by_cell = runs.groupby("cell")["epoch_top1"]
+    means = [
+        by_cell.apply(lambda curves, e=epoch: sum(c[e - 1] for c in curves) / len(curves)) for epoch in (last - 1, last)
+    ]
+    orders = [list(m.sort_values(ascending=False).index) for m in means]
+    text = [" > ".join(f"{labels[cell]} {m[cell]:.2f}" for cell in order) for m, order in zip(means, orders)]
+    verdict = "the same order" if orders[0] == orders[1] else "the order changed: train longer before reading it"
+    return f"Mean test top-1 after epoch {last - 1}: {text[0]}; after epoch {last}: {text[1]} ({verdict})."
+
+
+def _test(diff: Difference) -> str:
+    if diff.dof is None:
+        return f"none ({diff.seeds} seed)"
+    pairing = f"paired by seed, {diff.seeds} pairs" if diff.paired else "unpaired (Welch)"
+    return f"{pairing}, Student t with {diff.dof:.3g} df"
+
+
+def _verdict(high: str, low: str, diff: Difference) -> str:
+    if diff.called:
+        return f"{high} is higher than {low}"
+    seeds = f"{diff.seeds} seed{'s' if diff.seeds != 1 else ''}"
+    return f"{high} and {low} are not distinguishable with {seeds}"
 
 
 def _not_finished(collection: Collection, grid: str) -> str:
@@ -74,11 +148,16 @@ def _not_finished(collection: Collection, grid: str) -> str:
 
 
 def _grid_sections(collection: Collection) -> list[tuple]:
-    """(grid, its table or None, what is not finished yet) per grid, in the order the grids were found."""
+    """(grid, its table or None, its comparisons, their summary, what is not finished yet) per grid, in the
+    order the grids were found."""
     sections = []
     for grid in collection.axes:
         table = grid_table(collection, grid)
-        sections.append((grid, table if not table.empty else None, _not_finished(collection, grid)))
+        comparisons, summary = grid_comparisons(collection, grid)
+        summary = " ".join(filter(None, [summary, last_epochs_order(collection, grid)]))
+        sections.append(
+            (grid, table if not table.empty else None, comparisons, summary, _not_finished(collection, grid))
+        )
     return sections
 
 
@@ -156,9 +235,14 @@ def _setup_lines(collection: Collection) -> list[str]:
     else:
         lines.append(
             f"- Noise of one seed: the standard deviation of top-1 between seeds of one cell is {noise:.2f} points "
-            f"(pooled over {pooled} cells). A difference between two cells' means smaller than about "
-            f"{2 * noise:.2f} points is within that noise."
+            f"(pooled over {pooled} cells)."
         )
+    lines.append(
+        f"- Comparisons: each grid compares every pair of its cells by the difference of their top-1, with a "
+        f"{LEVEL:.0%} Student-t interval, paired by seed (the same seed gives the same data order and "
+        "initialisation) when both cells ran the same seeds, else unpaired (Welch). A cell is called higher "
+        "only when that interval excludes 0."
+    )
     lines.append(
         "- Speed: the training images/s each run measured while it ran; runs that trained at the same time "
         "(e.g. `--parallel 2`) shared the machine."
@@ -198,12 +282,13 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
     title = "Involution study: results"
     classification = not collection.runs.empty
     sections = [("Setup", "\n".join(_setup_lines(collection)))] if classification else []
-    for grid, table, not_finished in _grid_sections(collection):
+    for grid, table, comparisons, summary, not_finished in _grid_sections(collection):
         if table is None:
             sections.append((f"Grid `{grid}`", f"No finished run yet ({not_finished})."))
         else:
             later = f"\n\nRuns not in the table: {not_finished}." if not_finished else ""
-            sections.append((f"Grid `{grid}`", _markdown_table(table) + later))
+            compared = f"\n\n{_markdown_table(comparisons)}\n\n{summary}" if summary else ""
+            sections.append((f"Grid `{grid}`", _markdown_table(table) + later + compared))
     comparison = paper_comparison(collection)
     ranking = _ranking(collection) if classification else []
     if classification:
@@ -212,7 +297,7 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
                 "Comparison with the published numbers",
                 PAPER_NOTE
                 + "\n\n"
-                + ("Order of the operators at each depth:\n" + "\n".join(ranking) + "\n\n" if ranking else "")
+                + (RANKING_NOTE + "\n" + "\n".join(ranking) + "\n\n" if ranking else "")
                 + _markdown_table(comparison),
             )
         )
@@ -234,7 +319,7 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
     if classification:
         setup = "".join(f"<li>{html.escape(line[2:])}</li>" for line in _setup_lines(collection))
         body.append(f"<h2>Setup</h2><ul>{setup}</ul>")
-    for grid, table, not_finished in _grid_sections(collection):
+    for grid, table, comparisons, summary, not_finished in _grid_sections(collection):
         body.append(f"<h2>Grid <code>{html.escape(grid)}</code></h2>")
         if table is None:
             body.append(f"<p>No finished run yet ({html.escape(not_finished)}).</p>")
@@ -242,10 +327,12 @@ def write_report(collection: Collection, out_dir: Path) -> tuple[Path, Path]:
         body.append(table.to_html(index=False, border=0))
         if not_finished:
             body.append(f"<p>Runs not in the table: {html.escape(not_finished)}.</p>")
+        if summary:
+            body.append(comparisons.to_html(index=False, border=0) + f"<p>{html.escape(summary)}</p>")
     if classification:
         body.append(f"<h2>Comparison with the published numbers</h2><p>{html.escape(PAPER_NOTE)}</p>")
         if ranking:
-            body.append("<p>Order of the operators at each depth:</p><ul>")
+            body.append(f"<p>{html.escape(RANKING_NOTE)}</p><ul>")
             body += [f"<li>{html.escape(line[2:])}</li>" for line in ranking]
             body.append("</ul>")
         body.append(comparison.to_html(index=False, border=0))

@@ -103,14 +103,15 @@ def test_a_run_found_in_two_directories_is_one_row(study, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 4
 
 
-def _finished(out: Path, grid: str, values: dict, model: dict, top1: float, status=records.FINISHED) -> None:
+def _finished(out: Path, grid: str, values: dict, model: dict, top1: float, status=records.FINISHED, curve=None):
+    """A record of one run; `curve`: its test top-1 after each epoch (else two epochs that hold none)."""
     config = {"model": model, "data": {"dataset": "synthetic"}, "train": {"seed": values["train.seed"]}}
     depth = int(model["name"][-2:])
     record = records.RunRecord(
         records.run_id(config), status, config, {grid: values}, model=model["name"],
         params=depth * 1000, flops=depth * 10**6, flops_convention="paper, 3x32x32 input",
         top1=top1 if status == records.FINISHED else None, top5=99.0 if status == records.FINISHED else None,
-        epochs=[{}, {}], images_per_s=100.0 + top1, wall_time_s=1.0,
+        epochs=[{"top1": v} for v in curve] if curve else [{}, {}], images_per_s=100.0 + top1, wall_time_s=1.0,
     )  # fmt: skip
     existing = records.read_record(out, record.run_id)
     if existing:  # a cell shared by two grids
@@ -182,3 +183,44 @@ def test_cli_bad_input_is_one_line(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"analysis: error: no results directory {tmp_path}/missing"
+
+
+def test_report_compares_the_cells_of_a_grid_with_intervals_and_calls_only_what_they_exclude(tmp_path):
+    """And says whether the order of the cells changed between the last two epochs."""
+    top1 = {"resnet26": (85.0, 86.0, 84.5), "rednet26": (84.0, 84.5, 84.0), "sasa26": (82.0, 83.0, 81.0)}
+    for name, values in top1.items():
+        for seed, value in enumerate(values):
+            model = {"name": name, "options": {}}
+            values = {"model": model, "train.seed": seed}
+            _finished(tmp_path / "runs", "ops", values, model, value, curve=(value - 2, value))
+    for k, seeds in ((3, (0, 1, 2)), (7, (3, 4))):  # seeds that do not pair
+        for seed in seeds:
+            model = {"name": "rednet26", "options": {"kernel_size": k}}
+            values = {"model.options.kernel_size": k, "train.seed": seed}
+            _finished(
+                tmp_path / "runs", "kernel", values, model, 80.0 + k + seed / 2, curve=(90 - k, 80.0 + k + seed / 2)
+            )
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    ops = markdown.split("## Grid `ops`")[1].split("## ")[0]
+    assert "| model | params (M) | MFLOPs | top-1 % (mean ± std, seeds) |" in ops
+    # differences 1.0, 1.5, 0.5: 1.00 +- t(0.975, 2) 0.5 / sqrt(3) = [-0.24, +2.24]
+    assert "| resnet26 − rednet26 | +1.00 | [-0.24, +2.24] | paired by seed, 3 pairs, Student t with 2 df |" in ops
+    assert "| resnet26 − sasa26 | +3.17 | [+2.45, +3.88] |" in ops  # differences 3.0, 3.0, 3.5
+    assert (
+        "Called at 95%: resnet26 is higher than sasa26; rednet26 is higher than sasa26. "
+        "resnet26 and rednet26 are not distinguishable with 3 seeds." in ops
+    )
+    assert (
+        "Mean test top-1 after epoch 1: resnet26 83.17 > rednet26 82.17 > sasa26 80.00; after epoch 2: "
+        "resnet26 85.17 > rednet26 84.17 > sasa26 82.00 (the same order)." in ops
+    )
+    kernel = markdown.split("## Grid `kernel`")[1].split("## ")[0]
+    # Welch: variances 0.25 / 3 and 0.125 / 2 -> df = 0.1458^2 / (0.0833^2 / 2 + 0.0625^2 / 1) = 2.88
+    assert "| rednet26 K=7 − rednet26 K=3 | +5.25 |" in kernel and "unpaired (Welch), Student t with 2.88 df" in kernel
+    assert (
+        "after epoch 1: rednet26 K=3 87.00 > rednet26 K=7 83.00; after epoch 2: rednet26 K=7 88.75 > "
+        "rednet26 K=3 83.50 (the order changed: train longer before reading it)." in kernel
+    )
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "resnet26 and rednet26 are not distinguishable with 3 seeds" in html
