@@ -1,0 +1,148 @@
+"""The CPU speed goals, each a ratio of two things timed side by side in this run (interleaved repetitions, median).
+
+1. The op, forward + backward (B8, C64, 56², K=7, G=4), per backend, against a depthwise 7x7 convolution of the
+   same shape (the same multiply-adds), beside its memory-traffic floor: the bytes a one-pass kernel must read
+   and write once (input, kernel map, output; the backward reads grad_out, input and kernel map and writes
+   both gradients) divided by the copy bandwidth measured here.
+2. RedNet-50 against torchvision's ResNet-50 (B8, 224², fp32): a training step (forward, backward, SGD) and
+   inference.
+3. The demo's model (RedNet-26, small stem with stride 2, width 16, K=7, 8 channels per group; 1 input channel,
+   10 classes) against ResNet-26 in the same skeleton: training images/s at B128, 28x28, on one thread.
+
+    python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
+    python benchmarks/cpu_goals.py --parts op demo --repeats 9
+"""
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from involution import involution2d
+from involution.models import build_model
+from involution.ops import BACKENDS
+
+PARTS = ("op", "rednet50", "demo")
+
+
+def interleaved_ms(candidates: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median wall time in ms of each candidate, one call of each per round, after one warm-up round."""
+    samples = {name: [] for name in candidates}
+    for round in range(repeats + 1):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            if round:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def copy_bandwidth_bytes_per_ms(repeats: int) -> float:
+    """Read + write bytes per ms of a 256 MiB tensor copy."""
+    source = torch.empty(2**26)
+    target = torch.empty_like(source)
+    ms = interleaved_ms({"copy": lambda: target.copy_(source)}, repeats)["copy"]
+    return 2 * source.numel() * source.element_size() / ms
+
+
+def op_part(repeats: int) -> list[str]:
+    batch, channels, size, k, groups = 8, 64, 56, 7, 4
+    x = torch.randn(batch, channels, size, size, requires_grad=True)
+    kernel = torch.randn(batch, groups, k, k, size, size, requires_grad=True)
+    weight = torch.randn(channels, 1, k, k, requires_grad=True)
+
+    def involution(backend):
+        return lambda: torch.autograd.grad(involution2d(x, kernel, backend=backend).sum(), (x, kernel))
+
+    def depthwise():
+        torch.autograd.grad(F.conv2d(x, weight, padding=k // 2, groups=channels).sum(), (x, weight))
+
+    backends = [b for b in ("cpp", "torch") if b in BACKENDS]
+    times = interleaved_ms({"depthwise 7x7": depthwise, **{b: involution(b) for b in backends}}, repeats)
+    elements = 3 * x.numel() + 3 * kernel.numel() + 2 * x.numel()
+    floor_ms = elements * x.element_size() / copy_bandwidth_bytes_per_ms(repeats)
+    base = times["depthwise 7x7"]
+    lines = [f"op fwd+bwd B{batch} C{channels} {size}² K={k} G={groups}: depthwise 7x7 conv {base:.1f} ms; "
+             f"memory-traffic floor {floor_ms:.1f} ms"]
+    for backend in backends:
+        lines.append(f"  involution {backend:>5}: {times[backend]:.1f} ms = {times[backend] / base:.2f}x depthwise "
+                     f"(goal <= 0.5x), {times[backend] / floor_ms:.1f}x the floor")
+    return lines
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        model.train()
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def inference(model: torch.nn.Module, images: torch.Tensor) -> Callable:
+    @torch.no_grad()
+    def infer():
+        model.eval()
+        model(images)
+
+    return infer
+
+
+def rednet50_part(repeats: int) -> list[str]:
+    images, labels = torch.randn(8, 3, 224, 224), torch.randint(0, 1000, (8,))
+    rednet, resnet = build_model("rednet50"), torchvision.models.resnet50()
+    times = interleaved_ms(
+        {
+            "rednet50 train": train_step(rednet, images, labels),
+            "resnet50 train": train_step(resnet, images, labels),
+            "rednet50 infer": inference(rednet, images),
+            "resnet50 infer": inference(resnet, images),
+        },
+        repeats,
+    )
+    lines = ["RedNet-50 vs torchvision ResNet-50, B8 224², fp32:"]
+    for what, goal in (("train", 0.9), ("infer", 0.8)):
+        red, res = times[f"rednet50 {what}"], times[f"resnet50 {what}"]
+        lines.append(f"  {what:>5} step: {red:.0f} ms vs {res:.0f} ms = {red / res:.2f}x (goal <= {goal}x)")
+    return lines
+
+
+def demo_part(repeats: int) -> list[str]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+        rednet = build_model("rednet26", kernel_size=7, group_channels=8, **options)
+        resnet = build_model("resnet26", **options)
+        images, labels = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+        times = interleaved_ms(
+            {"rednet26": train_step(rednet, images, labels), "resnet26": train_step(resnet, images, labels)}, repeats
+        )
+    finally:
+        torch.set_num_threads(threads)
+    red, res = (128e3 / times[name] for name in ("rednet26", "resnet26"))
+    return [f"demo model training, B128 28x28, 1 thread: RedNet-26 K=7 {red:.0f} img/s vs ResNet-26 {res:.0f} img/s "
+            f"= {red / res:.2f}x (goal >= 0.8x)"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison (median)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part}
+    for name in args.parts:
+        print("\n".join(parts[name](args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

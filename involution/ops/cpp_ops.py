@@ -1,0 +1,139 @@
+"""The compiled CPU kernels (backend "cpp"): forward, grad_input and grad_kernel in one pass over the taps.
+
+``cpu_kernels.cpp`` is compiled on first use (about half a minute, once per machine and torch version) into
+``build/cpp_ops/`` of the source tree, or of ``$INVOLUTION_BUILD_DIR``; ``make setup`` builds it ahead. Where
+no compiler works, ``available()`` is False after one warning and backend "auto" keeps the torch path.
+The kernels take contiguous float32/float64 NCHW tensors; half precision is computed in float32 (fp32
+accumulation, as every backend) and cast back.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+_REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def _build_directory() -> Path:
+    """One folder per source, torch version and CPU: the build uses this CPU's instructions (-march=native)."""
+    root = Path(os.environ.get("INVOLUTION_BUILD_DIR", _REPOSITORY / "build")) / "cpp_ops"
+    tag = hashlib.sha1(b"".join([_SOURCE.read_bytes(), torch.__version__.encode(), _cpu_model().encode()]))
+    return root / tag.hexdigest()[:12]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+@torch.compiler.assume_constant_result  # torch.compile takes the answer as it is, without tracing the build
+def available() -> bool:
+    """Compiles and loads the kernels once per process; False (after one warning line) where that fails."""
+    try:
+        # The import logs a CUDA_HOME guess that is irrelevant to a CPU build.
+        logger = logging.getLogger("torch.utils.cpp_extension")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            from torch.utils import cpp_extension
+        finally:
+            logger.setLevel(level)
+        directory = _build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(
+            "involution_cpu_kernels",
+            [str(_SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            with_cuda=False,
+            is_python_module=False,
+        )
+    except Exception as error:  # a missing or failing compiler: the torch path still works
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"involution: compiled CPU kernels unavailable ({reason}); using the torch path", stacklevel=2)
+        return False
+    return True
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# The kernels work channels-last: a 4-D (B, C, H, W) tensor as (B, H, W, C), a kernel map (B, G, K, K, Ho, Wo)
+# as (B, Ho, Wo, G*K*K). This is what a channels_last model holds already (conv2's output is the kernel map),
+# so there the conversions below are views.
+_PIXEL_MAJOR = {4: (0, 2, 3, 1), 6: (0, 4, 5, 1, 2, 3)}
+
+
+def pixel_major(tensor: torch.Tensor) -> bool:
+    """True for a channels_last tensor (or a kernel map laid out so), which is not also contiguous."""
+    return tensor.permute(_PIXEL_MAJOR[tensor.dim()]).is_contiguous() and not tensor.is_contiguous()
+
+
+def empty_result(shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """What the ops below return for `shape`: pixel-major if `like` (their first argument) is, else contiguous.
+    The fake kernels use it, so that torch.compile knows the strides."""
+    order = _PIXEL_MAJOR[len(shape)]
+    if not pixel_major(like):
+        return like.new_empty(shape)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return like.new_empty([shape[d] for d in order]).permute(inverse)
+
+
+def _pixels(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype).permute(_PIXEL_MAJOR[tensor.dim()]).contiguous()
+
+
+def _kernel_pixels(kernel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return _pixels(kernel, dtype).flatten(3)  # (B, Ho, Wo, G*K*K)
+
+
+def _result(pixels: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Ho, Wo, ...) from a kernel -> the public layout, in `like`'s memory order and in `dtype`."""
+    order = _PIXEL_MAJOR[pixels.dim()]
+    result = pixels.permute(sorted(range(len(order)), key=order.__getitem__)).to(dtype)
+    return result if pixel_major(like) else result.contiguous()
+
+
+def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    dtype = _compute_dtype(input.dtype)
+    groups, k = kernel.shape[1:3]
+    out = torch.ops.involution_cpu.forward(
+        _pixels(input, dtype), _kernel_pixels(kernel, dtype), k, groups, stride, padding, dilation
+    )
+    return _result(out, input, input.dtype)
+
+
+def grad_input(
+    grad_out: torch.Tensor, kernel: torch.Tensor, input_size: tuple, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    dtype = _compute_dtype(grad_out.dtype)
+    groups, k = kernel.shape[1:3]
+    grad = torch.ops.involution_cpu.grad_input(
+        _pixels(grad_out, dtype), _kernel_pixels(kernel, dtype), k, groups, *input_size, stride, padding, dilation
+    )
+    return _result(grad, grad_out, kernel.dtype)
+
+
+def grad_kernel(
+    grad_out: torch.Tensor, input: torch.Tensor, kernel_size: int, groups: int, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    dtype = _compute_dtype(input.dtype)
+    grad = torch.ops.involution_cpu.grad_kernel(
+        _pixels(grad_out, dtype), _pixels(input, dtype), kernel_size, groups, stride, padding, dilation
+    )
+    return _result(grad.unflatten(3, (groups, kernel_size, kernel_size)), grad_out, input.dtype)
