@@ -7,7 +7,6 @@ The kernels take contiguous float32/float64 NCHW tensors; half precision is comp
 accumulation, as every backend) and cast back.
 """
 
-import functools
 import hashlib
 import logging
 import os
@@ -38,10 +37,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@functools.cache
+_loaded = None  # whether the kernels are loaded in this process; None until the first call of available()
+
+
 @torch.compiler.assume_constant_result  # torch.compile takes the answer as it is, without tracing the build
 def available() -> bool:
-    """Compiles and loads the kernels once per process; False (after one warning line) where that fails."""
+    """Compiles (or finds) and loads the kernels once per process; False (after one warning line) where that fails."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _load()
+    return _loaded
+
+
+def _load() -> bool:
     try:
         # The import logs a CUDA_HOME guess that is irrelevant to a CPU build.
         logger = logging.getLogger("torch.utils.cpp_extension")
