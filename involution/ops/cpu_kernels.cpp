@@ -23,6 +23,24 @@ struct Geometry {
   int64_t batch, channels, groups, k, height, width, out_h, out_w, stride, padding, dilation;
   int64_t group_channels() const { return channels / groups; }
   int64_t taps() const { return k * k; }
+  // The taps t in [first, last) of an output pixel whose input position start + t * dilation lies in [0, size)
+  // (start = output position * stride - padding): the loops below skip the taps outside without testing them.
+  void taps_inside(int64_t start, int64_t size, int64_t& first, int64_t& last) const {
+    first = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+    last = start >= size ? 0 : std::min(k, (size - 1 - start) / dilation + 1);
+  }
+  // The taps t of an input position whose output position (position + padding - t * dilation) / stride exists:
+  // from first to last (exclusive) in steps of step; with dilation > 1 (step 1) some are not divisible (check).
+  void taps_reading(int64_t position, int64_t out_size, int64_t& first, int64_t& last, int64_t& step) const {
+    const int64_t reach = position + padding;  // = output position * stride + t * dilation
+    first = std::max<int64_t>(0, (reach - (out_size - 1) * stride + dilation - 1) / dilation);
+    last = std::min(k, reach / dilation + 1);
+    step = 1;
+    if (dilation == 1 && stride > 1) {  // t = reach (mod stride)
+      first += ((reach - first) % stride + stride) % stride;
+      step = stride;
+    }
+  }
 };
 
 // Calls body(std::integral_constant<int64_t, N>) for the common group widths, body(0-constant) otherwise.
@@ -45,19 +63,20 @@ void forward_rows(const Geometry& g, const T* input, const T* kernel, T* out) {
     std::vector<T> scratch(CG ? 0 : cg);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
+      int64_t u_first, u_last, v_first, v_last;
+      g.taps_inside(i * g.stride - g.padding, g.height, u_first, u_last);
       for (int64_t j = 0; j < g.out_w; ++j) {
+        g.taps_inside(j * g.stride - g.padding, g.width, v_first, v_last);
         const T* weights = kernel + (row * g.out_w + j) * g.groups * taps;
         T* o = out + (row * g.out_w + j) * g.channels;
         for (int64_t group = 0; group < g.groups; ++group) {
           T fixed[CG ? CG : 1];
           T* __restrict__ acc = CG ? fixed : scratch.data();
           for (int64_t c = 0; c < cg; ++c) acc[c] = T(0);
-          for (int64_t u = 0; u < g.k; ++u) {
+          for (int64_t u = u_first; u < u_last; ++u) {
             const int64_t y = i * g.stride + u * g.dilation - g.padding;
-            if (y < 0 || y >= g.height) continue;
-            for (int64_t v = 0; v < g.k; ++v) {
+            for (int64_t v = v_first; v < v_last; ++v) {
               const int64_t x = j * g.stride + v * g.dilation - g.padding;
-              if (x < 0 || x >= g.width) continue;
               const T w = weights[group * taps + u * g.k + v];
               const T* __restrict__ pixel = input + ((b * g.height + y) * g.width + x) * g.channels + group * cg;
               for (int64_t c = 0; c < cg; ++c) acc[c] += w * pixel[c];
@@ -77,15 +96,16 @@ void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, T* g
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
+      int64_t u_first, u_last, v_first, v_last;
+      g.taps_inside(i * g.stride - g.padding, g.height, u_first, u_last);
       for (int64_t j = 0; j < g.out_w; ++j) {
+        g.taps_inside(j * g.stride - g.padding, g.width, v_first, v_last);
         T* gk = grad_kernel + (row * g.out_w + j) * g.groups * taps;
         std::fill(gk, gk + g.groups * taps, T(0));
-        for (int64_t u = 0; u < g.k; ++u) {
+        for (int64_t u = u_first; u < u_last; ++u) {
           const int64_t y = i * g.stride + u * g.dilation - g.padding;
-          if (y < 0 || y >= g.height) continue;
-          for (int64_t v = 0; v < g.k; ++v) {
+          for (int64_t v = v_first; v < v_last; ++v) {
             const int64_t x = j * g.stride + v * g.dilation - g.padding;
-            if (x < 0 || x >= g.width) continue;
             const T* pixel = input + ((b * g.height + y) * g.width + x) * g.channels;
             const T* go = grad_out + (row * g.out_w + j) * g.channels;
             for (int64_t group = 0; group < g.groups; ++group) {
@@ -112,22 +132,23 @@ void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* g
     std::vector<T> scratch(CG ? 0 : cg);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.height, y = row % g.height;
+      int64_t u_first, u_last, u_step, v_first, v_last, v_step;
+      g.taps_reading(y, g.out_h, u_first, u_last, u_step);
       for (int64_t x = 0; x < g.width; ++x) {
+        g.taps_reading(x, g.out_w, v_first, v_last, v_step);
         T* gx = grad_input + (row * g.width + x) * g.channels;
         for (int64_t group = 0; group < g.groups; ++group) {
           T fixed[CG ? CG : 1];
           T* __restrict__ acc = CG ? fixed : scratch.data();
           for (int64_t c = 0; c < cg; ++c) acc[c] = T(0);
-          for (int64_t u = 0; u < g.k; ++u) {
+          for (int64_t u = u_first; u < u_last; u += u_step) {
             const int64_t top = y + g.padding - u * g.dilation;
-            if (top < 0 || (g.stride > 1 && top % g.stride)) continue;
+            if (u_step < g.stride && top % g.stride) continue;
             const int64_t i = g.stride > 1 ? top / g.stride : top;
-            if (i >= g.out_h) continue;
-            for (int64_t v = 0; v < g.k; ++v) {
+            for (int64_t v = v_first; v < v_last; v += v_step) {
               const int64_t left = x + g.padding - v * g.dilation;
-              if (left < 0 || (g.stride > 1 && left % g.stride)) continue;
+              if (v_step < g.stride && left % g.stride) continue;
               const int64_t j = g.stride > 1 ? left / g.stride : left;
-              if (j >= g.out_w) continue;
               const int64_t pixel = (b * g.out_h + i) * g.out_w + j;
               const T w = kernel[(pixel * g.groups + group) * taps + u * g.k + v];
               const T* __restrict__ go = grad_out + pixel * g.channels + group * cg;
