@@ -13,6 +13,7 @@
 
     python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
     python benchmarks/cpu_goals.py --parts op demo --repeats 9
+    python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
 """
 
 import argparse
@@ -176,7 +177,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison (median)")
+    parser.add_argument("--threads", type=int, help="torch threads for the op and RedNet-50 (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
     parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part}

@@ -1,10 +1,10 @@
 """The compiled CPU kernels (backend "cpp"): forward, grad_input and grad_kernel in one pass over the taps.
 
-``cpu_kernels.cpp`` is compiled on first use (about half a minute, once per machine and torch version) into
+``cpu_kernels.cpp`` is compiled on first use (about 10 s, once per machine and torch version) into
 ``build/cpp_ops/`` of the source tree, or of ``$INVOLUTION_BUILD_DIR``; ``make setup`` builds it ahead. Where
 no compiler works, ``available()`` is False after one warning and backend "auto" keeps the torch path.
-The kernels take contiguous float32/float64 NCHW tensors; half precision is computed in float32 (fp32
-accumulation, as every backend) and cast back.
+The kernels take contiguous channels-last float32/float64 tensors (see _PIXEL_MAJOR); half precision is computed
+in float32 (fp32 accumulation, as every backend) and cast back.
 """
 
 import hashlib
@@ -28,13 +28,13 @@ def _build_directory() -> Path:
 
 
 def _cpu_model() -> str:
+    """The CPU's model and instruction-set flags (Linux), else what platform knows."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    model = next((line for line in lines if line.startswith("model name")), "")
+    return model + next((line for line in lines if line.startswith("flags")), "")
 
 
 _loaded = None  # whether the kernels are loaded in this process; None until the first call of available()
