@@ -83,7 +83,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # The kernels work channels-last: a 4-D (B, C, H, W) tensor as (B, H, W, C), a kernel map (B, G, K, K, Ho, Wo)
 # as (B, Ho, Wo, G*K*K). This is what a channels_last model holds already (conv2's output is the kernel map),
-# so there the conversions below are views.
+# so there the conversions below are views. The functions return pixel-major views; op.py puts them in the
+# memory order of the tensor they belong to (in_order_of), and its fake kernels say so (empty_result).
 _PIXEL_MAJOR = {4: (0, 2, 3, 1), 6: (0, 4, 5, 1, 2, 3)}
 
 
@@ -93,13 +94,17 @@ def pixel_major(tensor: torch.Tensor) -> bool:
 
 
 def empty_result(shape: tuple, like: torch.Tensor) -> torch.Tensor:
-    """What the ops below return for `shape`: pixel-major if `like` (their first argument) is, else contiguous.
-    The fake kernels use it, so that torch.compile knows the strides."""
+    """An empty tensor of `shape` in `like`'s memory order: pixel-major if `like` is, else contiguous."""
     order = _PIXEL_MAJOR[len(shape)]
     if not pixel_major(like):
         return like.new_empty(shape)
     inverse = sorted(range(len(order)), key=order.__getitem__)
     return like.new_empty([shape[d] for d in order]).permute(inverse)
+
+
+def in_order_of(result: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A pixel-major result of the functions below, in `like`'s memory order (as empty_result gives it)."""
+    return result if pixel_major(like) else result.contiguous()
 
 
 def _pixels(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -110,11 +115,10 @@ def _kernel_pixels(kernel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return _pixels(kernel, dtype).flatten(3)  # (B, Ho, Wo, G*K*K)
 
 
-def _result(pixels: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, Ho, Wo, ...) from a kernel -> the public layout, in `like`'s memory order and in `dtype`."""
+def _result(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Ho, Wo, ...) from a kernel -> the public shape, a pixel-major view, in `dtype`."""
     order = _PIXEL_MAJOR[pixels.dim()]
-    result = pixels.permute(sorted(range(len(order)), key=order.__getitem__)).to(dtype)
-    return result if pixel_major(like) else result.contiguous()
+    return pixels.permute(sorted(range(len(order)), key=order.__getitem__)).to(dtype)
 
 
 def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
@@ -123,7 +127,7 @@ def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int
     out = torch.ops.involution_cpu.forward(
         _pixels(input, dtype), _kernel_pixels(kernel, dtype), k, groups, stride, padding, dilation
     )
-    return _result(out, input, input.dtype)
+    return _result(out, input.dtype)
 
 
 def grad_input(
@@ -134,7 +138,7 @@ def grad_input(
     grad = torch.ops.involution_cpu.grad_input(
         _pixels(grad_out, dtype), _kernel_pixels(kernel, dtype), k, groups, *input_size, stride, padding, dilation
     )
-    return _result(grad, grad_out, kernel.dtype)
+    return _result(grad, kernel.dtype)
 
 
 def grad_kernel(
@@ -144,4 +148,4 @@ def grad_kernel(
     grad = torch.ops.involution_cpu.grad_kernel(
         _pixels(grad_out, dtype), _pixels(input, dtype), kernel_size, groups, stride, padding, dilation
     )
-    return _result(grad.unflatten(3, (groups, kernel_size, kernel_size)), grad_out, input.dtype)
+    return _result(grad.unflatten(3, (groups, kernel_size, kernel_size)), input.dtype)

@@ -265,18 +265,23 @@ def _implementation(backend: str) -> ModuleType:
     return cpp_ops if backend == "cpp" else torch_ops
 
 
-def _empty_result(shape, first_argument: torch.Tensor, backend: str) -> torch.Tensor:
-    """The fake kernels' output, with the strides the backend's real one has (torch.compile relies on them)."""
+def _empty_result(shape, like: torch.Tensor, backend: str) -> torch.Tensor:
+    """The fake kernels' output, with the strides the backend's real one has (torch.compile relies on them): in
+    the memory order of `like` (the input, kernel or query the result belongs to) on the cpp backend."""
     if backend == "cpp":
-        return cpp_ops.empty_result(tuple(shape), first_argument)
-    return first_argument.new_empty(shape)
+        return cpp_ops.empty_result(tuple(shape), like)
+    return like.new_empty(shape)
+
+
+def _in_order_of(result: torch.Tensor, like: torch.Tensor, backend: str) -> torch.Tensor:
+    return cpp_ops.in_order_of(result, like) if backend == "cpp" else result
 
 
 @torch.library.custom_op("involution::aggregate", mutates_args=())
 def aggregate(
     input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int, backend: str
 ) -> torch.Tensor:
-    return _implementation(backend).forward(input, kernel, stride, padding, dilation)
+    return _in_order_of(_implementation(backend).forward(input, kernel, stride, padding, dilation), input, backend)
 
 
 @aggregate.register_fake
@@ -294,12 +299,13 @@ def aggregate_grad_input(
     dilation: int,
     backend: str,
 ) -> torch.Tensor:
-    return _implementation(backend).grad_input(grad_out, kernel, tuple(input.shape[-2:]), stride, padding, dilation)
+    grad = _implementation(backend).grad_input(grad_out, kernel, tuple(input.shape[-2:]), stride, padding, dilation)
+    return _in_order_of(grad, input, backend)
 
 
 @aggregate_grad_input.register_fake
 def _(grad_out, kernel, input, stride, padding, dilation, backend):
-    return _empty_result(input.shape, grad_out, backend)
+    return _empty_result(input.shape, input, backend)
 
 
 @torch.library.custom_op("involution::aggregate_grad_kernel", mutates_args=())
@@ -312,14 +318,15 @@ def aggregate_grad_kernel(
     dilation: int,
     backend: str,
 ) -> torch.Tensor:
-    return _implementation(backend).grad_kernel(
+    grad = _implementation(backend).grad_kernel(
         grad_out, input, kernel.shape[2], kernel.shape[1], stride, padding, dilation
     )
+    return _in_order_of(grad, kernel, backend)
 
 
 @aggregate_grad_kernel.register_fake
 def _(grad_out, input, kernel, stride, padding, dilation, backend):
-    return _empty_result(kernel.shape, grad_out, backend)
+    return _empty_result(kernel.shape, kernel, backend)
 
 
 def _setup_context(ctx, inputs, output):
@@ -353,7 +360,8 @@ def correlate(
     backend: str,
 ) -> torch.Tensor:
     # The correlation is the aggregation's gradient w.r.t. its kernel, with the query as grad_out.
-    return _implementation(backend).grad_kernel(query, key, kernel_size, groups, stride, padding, dilation)
+    correlation = _implementation(backend).grad_kernel(query, key, kernel_size, groups, stride, padding, dilation)
+    return _in_order_of(correlation, query, backend)
 
 
 @correlate.register_fake

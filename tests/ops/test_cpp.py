@@ -59,17 +59,15 @@ def test_half_precision_accumulates_in_float32(dtype, atol, rtol):
 
 
 def test_layouts_in_and_out():
-    """Channels-last (what a channels_last model holds) stays channels-last without copies; other layouts,
-    non-contiguous ones included, give contiguous results."""
+    """Channels-last (what a channels_last model holds) stays channels-last without copies, and each gradient
+    takes its tensor's layout; other layouts, non-contiguous ones included, give contiguous results."""
     x, kernel, padding = random_problem(2, 16, 2, 9, 7, 5, 2, 1)
     expected = outputs_and_grads(x, kernel, 2, padding, 1, "reference")
     x_cl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
     kernel_pixels = kernel.detach().permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2).requires_grad_()
-    out = involution2d(x_cl, kernel_pixels, 2, padding, 1, backend="cpp")
-    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
-    actual = (out, *torch.autograd.grad(out, (x_cl, kernel_pixels), grad_out.to(memory_format=torch.channels_last)))
+    actual = outputs_and_grads(x_cl, kernel_pixels, 2, padding, 1, "cpp")  # a contiguous grad_out
     assert_all_close(actual, expected)
-    assert [cpp_ops.pixel_major(t) for t in actual] == [True, True, True]
+    assert [cpp_ops.pixel_major(t) for t in actual] == [True, True, True]  # each as the tensor it belongs to
     x_sliced = torch.stack([x.detach(), x.detach()], dim=-1)[..., 0].requires_grad_()
     kernel_nc = kernel.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
     actual = outputs_and_grads(x_sliced, kernel_nc, 2, padding, 1, "cpp")
