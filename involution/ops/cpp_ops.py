@@ -18,12 +18,14 @@ import torch
 
 _SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 _REPOSITORY = Path(__file__).resolve().parents[2]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
 def _build_directory() -> Path:
     """One folder per source, torch version and CPU: the build uses this CPU's instructions (-march=native)."""
     root = Path(os.environ.get("INVOLUTION_BUILD_DIR", _REPOSITORY / "build")) / "cpp_ops"
-    tag = hashlib.sha1(b"".join([_SOURCE.read_bytes(), torch.__version__.encode(), _cpu_model().encode()]))
+    identity = [_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), torch.__version__.encode(), _cpu_model().encode()]
+    tag = hashlib.sha1(b"".join(identity))
     return root / tag.hexdigest()[:12]
 
 
@@ -64,7 +66,7 @@ def _load() -> bool:
         cpp_extension.load(
             "involution_cpu_kernels",
             [str(_SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_cflags=_CFLAGS,
             extra_ldflags=["-fopenmp"],
             build_directory=str(directory),
             with_cuda=False,
