@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[experiments,dev]"
+	$(PY) -c "from involution.ops import cpp_ops; cpp_ops.available()"  # the compiled CPU kernels, into build/
 	touch $@
 
 $(FASHION_MNIST):

@@ -7,7 +7,7 @@
   features (``involution::fused_aggregate`` on the Triton backend: the kernel map is computed per tile and
   never stored; the backward recomputes it).
 The two are each other's gradients (with ``involution::aggregate_grad_input``), so three kernels per
-backend cover both ops and their backward passes. The fast backends ("torch", "triton") run inside custom
+backend cover both ops and their backward passes. The fast backends ("torch", "cpp", "triton") run inside custom
 ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) traces models that use
 them and fvcore sees one op to count. The "reference" backend and ONNX export use the unfold
 decomposition directly.
@@ -20,10 +20,10 @@ from typing import Optional
 
 import torch
 
-from . import torch_ops
+from . import cpp_ops, torch_ops
 from .reference import involution2d_reference, local_correlation_reference
 
-BACKENDS = ("auto", "reference", "torch", "triton")
+BACKENDS = ("auto", "reference", "torch", "cpp", "triton")
 # Former backend names: still accepted, with a DeprecationWarning naming the current one.
 RENAMED_BACKENDS = {"cpu": "torch"}
 
@@ -40,8 +40,9 @@ def involution2d(
 
     Channel c is weighted by kernel group ``c // (C // G)``; ``padding`` defaults to
     ``dilation * (K - 1) // 2``. Returns (B, C, Ho, Wo) in the input's dtype (fp32 accumulation).
-    ``backend``: "auto" (Triton on CUDA, the memory-efficient torch path elsewhere), "reference" (unfold),
-    "torch" (the memory-efficient path in plain torch ops, any device) or "triton".
+    ``backend``: "auto" (Triton on CUDA, the compiled CPU kernels on the CPU where they build, else the torch
+    path), "reference" (unfold), "torch" (the memory-efficient path in plain torch ops, any device), "cpp" (the
+    compiled CPU kernels) or "triton".
     """
     _check_tensors("involution2d", ("input", input, "(B, C, H, W)"), ("kernel", kernel, "(B, G, K, K, Ho, Wo)"))
     if padding is None:
@@ -227,7 +228,14 @@ def canonical_backend(backend: str, owner: str = "involution") -> str:
 def _resolve_backend(backend: str, input: torch.Tensor) -> str:
     backend = canonical_backend(backend)
     if backend == "auto":
-        return "triton" if input.is_cuda and _triton_available() else "torch"
+        if input.is_cuda and _triton_available():
+            return "triton"
+        return "cpp" if input.device.type == "cpu" and cpp_ops.available() else "torch"
+    if backend == "cpp" and (input.device.type != "cpu" or not cpp_ops.available()):
+        raise ValueError(
+            f"involution: backend='cpp' needs CPU tensors and a C++ compiler (got a tensor on {input.device}; "
+            f"compiled kernels {'loaded' if cpp_ops.available() else 'unavailable'})"
+        )
     if backend == "triton" and input.device.type != "cuda" and not _triton_interpreting():
         raise ValueError(
             "involution: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
@@ -254,19 +262,31 @@ def _implementation(backend: str) -> ModuleType:
         from . import triton_kernels
 
         return triton_kernels
-    return torch_ops
+    return cpp_ops if backend == "cpp" else torch_ops
+
+
+def _empty_result(shape, like: torch.Tensor, backend: str) -> torch.Tensor:
+    """The fake kernels' output, with the strides the backend's real one has (torch.compile relies on them): in
+    the memory order of `like` (the input, kernel or query the result belongs to) on the cpp backend."""
+    if backend == "cpp":
+        return cpp_ops.empty_result(tuple(shape), like)
+    return like.new_empty(shape)
+
+
+def _in_order_of(result: torch.Tensor, like: torch.Tensor, backend: str) -> torch.Tensor:
+    return cpp_ops.in_order_of(result, like) if backend == "cpp" else result
 
 
 @torch.library.custom_op("involution::aggregate", mutates_args=())
 def aggregate(
     input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int, backend: str
 ) -> torch.Tensor:
-    return _implementation(backend).forward(input, kernel, stride, padding, dilation)
+    return _in_order_of(_implementation(backend).forward(input, kernel, stride, padding, dilation), input, backend)
 
 
 @aggregate.register_fake
 def _(input, kernel, stride, padding, dilation, backend):
-    return input.new_empty(input.shape[:2] + kernel.shape[-2:])
+    return _empty_result(input.shape[:2] + kernel.shape[-2:], input, backend)
 
 
 @torch.library.custom_op("involution::aggregate_grad_input", mutates_args=())
@@ -279,12 +299,13 @@ def aggregate_grad_input(
     dilation: int,
     backend: str,
 ) -> torch.Tensor:
-    return _implementation(backend).grad_input(grad_out, kernel, tuple(input.shape[-2:]), stride, padding, dilation)
+    grad = _implementation(backend).grad_input(grad_out, kernel, tuple(input.shape[-2:]), stride, padding, dilation)
+    return _in_order_of(grad, input, backend)
 
 
 @aggregate_grad_input.register_fake
 def _(grad_out, kernel, input, stride, padding, dilation, backend):
-    return input.new_empty(input.shape)
+    return _empty_result(input.shape, input, backend)
 
 
 @torch.library.custom_op("involution::aggregate_grad_kernel", mutates_args=())
@@ -297,14 +318,15 @@ def aggregate_grad_kernel(
     dilation: int,
     backend: str,
 ) -> torch.Tensor:
-    return _implementation(backend).grad_kernel(
+    grad = _implementation(backend).grad_kernel(
         grad_out, input, kernel.shape[2], kernel.shape[1], stride, padding, dilation
     )
+    return _in_order_of(grad, kernel, backend)
 
 
 @aggregate_grad_kernel.register_fake
 def _(grad_out, input, kernel, stride, padding, dilation, backend):
-    return kernel.new_empty(kernel.shape)
+    return _empty_result(kernel.shape, kernel, backend)
 
 
 def _setup_context(ctx, inputs, output):
@@ -338,12 +360,13 @@ def correlate(
     backend: str,
 ) -> torch.Tensor:
     # The correlation is the aggregation's gradient w.r.t. its kernel, with the query as grad_out.
-    return _implementation(backend).grad_kernel(query, key, kernel_size, groups, stride, padding, dilation)
+    correlation = _implementation(backend).grad_kernel(query, key, kernel_size, groups, stride, padding, dilation)
+    return _in_order_of(correlation, query, backend)
 
 
 @correlate.register_fake
 def _(query, key, kernel_size, groups, stride, padding, dilation, backend):
-    return query.new_empty((query.shape[0], groups, kernel_size, kernel_size) + tuple(query.shape[2:]))
+    return _empty_result((query.shape[0], groups, kernel_size, kernel_size) + tuple(query.shape[2:]), query, backend)
 
 
 def _setup_correlate_context(ctx, inputs, output):

@@ -2,9 +2,12 @@
 
 Run with TRITON_INTERPRET unset (the interpreter replaces the kernels): `python compile_for_gpu.py [capability]`.
 Every kernel is lowered down to a cubin in fp32, fp16 and bf16 with its default configuration, and the fused
-kernel (the one with tl.dot) with every autotuning candidate in bf16. Prints one line per compilation.
+kernel (the one with tl.dot) with every autotuning candidate in bf16. Prints one JSON line per compilation with
+what a launch would check on the GPU: the PTX target, the cubin's size and the shared memory the kernel needs.
 """
 
+import json
+import re
 import sys
 import time
 
@@ -18,7 +21,7 @@ from involution.ops import triton_kernels as tk
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def compile_kernel(autotuner, target, dtype: str, constexprs: dict, block: int, warps: int) -> float:
+def compile_kernel(autotuner, target, dtype: str, constexprs: dict, block: int, warps: int) -> dict:
     fn = autotuner.fn
     constexprs = {**constexprs, "BLOCK_P": block}
     signature = {
@@ -27,8 +30,13 @@ def compile_kernel(autotuner, target, dtype: str, constexprs: dict, block: int, 
     }
     source = ASTSource(fn, signature, {(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     start = time.perf_counter()
-    triton.compile(source, target=target, options={"num_warps": warps})
-    return time.perf_counter() - start
+    compiled = triton.compile(source, target=target, options={"num_warps": warps})
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "ptx_target": re.search(r"^\.target\s+(\w+)", compiled.asm["ptx"], re.MULTILINE).group(1),
+        "cubin_bytes": len(compiled.asm["cubin"]),
+        "shared_bytes": compiled.metadata.shared,
+    }
 
 
 def main():
@@ -49,8 +57,9 @@ def main():
             every_candidate = name == "fused" and dtype == "bf16"
             configs = candidates if every_candidate else [(default.kwargs["BLOCK_P"], default.num_warps)]
             for block, warps in configs:
-                seconds = compile_kernel(autotuner, target, dtype, {**constexprs, **extra}, block, warps)
-                print(f"sm_{capability} {name} {dtype} BLOCK_P={block} num_warps={warps}: {seconds:.1f} s", flush=True)
+                facts = compile_kernel(autotuner, target, dtype, {**constexprs, **extra}, block, warps)
+                config = {"kernel": name, "dtype": dtype, "block_p": block, "num_warps": warps}
+                print(json.dumps({**config, **facts}), flush=True)
 
 
 if __name__ == "__main__":

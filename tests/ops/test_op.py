@@ -117,16 +117,6 @@ def outputs_and_grads_of(fn, x, kernel):
     return (out, *torch.autograd.grad(out.sum(), (x, kernel)))
 
 
-def test_auto_backend_on_cpu_is_the_torch_path(monkeypatch):
-    calls = []
-    from involution.ops import torch_ops
-
-    monkeypatch.setattr(torch_ops, "forward", lambda *args: calls.append(args) or involution2d_reference(*args))
-    x, kernel, _ = random_problem(1, 4, 1, 5, 5, 3, 1, 1)
-    involution2d(x, kernel)
-    assert len(calls) == 1
-
-
 def test_former_backend_name_cpu_still_works_with_a_deprecation_warning():
     x, kernel, padding = random_problem(1, 4, 2, 6, 5, 3, 1, 1)
     with pytest.warns(DeprecationWarning, match="backend='cpu' is deprecated, use backend='torch'"):

@@ -1,0 +1,192 @@
+"""The CPU speed goals, each a ratio of two things timed side by side in this run (interleaved repetitions, median).
+
+1. The op, forward + backward (B8, C64, 56², K=7, G=4), per backend, against a depthwise 7x7 convolution of the
+   same shape (the same multiply-adds), beside its memory-traffic floor: the bytes a one-pass kernel must read
+   and write once (input, kernel map, output; the backward reads grad_out, input and kernel map and writes
+   both gradients) divided by the copy bandwidth measured here.
+2. RedNet-50 against torchvision's ResNet-50 (B8, 224², fp32, both channels_last as the trainer runs them): a
+   training step (forward, backward, SGD) and inference. RedNets run with each CPU backend: "cpp" (what "auto"
+   picks where the compiled kernels build) and "torch" (the plain-torch path, which "auto" fell back to before).
+3. The demo's model (RedNet-26, small stem with stride 2, width 16, K=7, 8 channels per group; 1 input channel,
+   10 classes) against ResNet-26 in the same skeleton: training images/s at B128, 28x28, on one thread,
+   channels_last (the trainer's default).
+
+    python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
+    python benchmarks/cpu_goals.py --parts op demo --repeats 9
+    python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
+"""
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from involution import involution2d
+from involution.models import build_model
+from involution.ops import BACKENDS, cpp_ops
+
+PARTS = ("op", "rednet50", "demo")
+
+
+def interleaved_ms(candidates: dict[str, Callable], repeats: int) -> dict[str, float]:
+    """Median wall time in ms of each candidate, one call of each per round, after one warm-up round."""
+    samples = {name: [] for name in candidates}
+    for round in range(repeats + 1):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            if round:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def copy_bandwidth_bytes_per_ms(repeats: int) -> float:
+    """Read + write bytes per ms of a 256 MiB tensor copy."""
+    source = torch.empty(2**26)
+    target = torch.empty_like(source)
+    ms = interleaved_ms({"copy": lambda: target.copy_(source)}, repeats)["copy"]
+    return 2 * source.numel() * source.element_size() / ms
+
+
+def op_part(repeats: int) -> list[str]:
+    """In both layouts: channels_last (what a channels_last model feeds the op: the input, and conv2's output as
+    the kernel map) and contiguous NCHW; the depthwise convolution gets the same layout."""
+    batch, channels, size, k, groups = 8, 64, 56, 7, 4
+    x = torch.randn(batch, channels, size, size)
+    kernel = torch.randn(batch, groups, k, k, size, size)
+    weight = torch.randn(channels, 1, k, k, requires_grad=True)
+    pixel_major = kernel.permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2)
+    layouts = {
+        "channels_last": (x.to(memory_format=torch.channels_last), pixel_major),
+        "NCHW": (x.clone(), kernel),
+    }
+    layouts = {name: tuple(t.requires_grad_() for t in tensors) for name, tensors in layouts.items()}
+
+    def involution(image, kernel_map, backend):
+        return lambda: torch.autograd.grad(involution2d(image, kernel_map, backend=backend).sum(), (image, kernel_map))
+
+    def depthwise(image):
+        return lambda: torch.autograd.grad(
+            F.conv2d(image, weight, padding=k // 2, groups=channels).sum(), (image, weight)
+        )
+
+    backends = [b for b in ("cpp", "torch") if b in BACKENDS]
+    candidates = {}
+    for layout, (image, kernel_map) in layouts.items():
+        candidates[layout, "depthwise 7x7"] = depthwise(image)
+        candidates.update({(layout, b): involution(image, kernel_map, b) for b in backends})
+    times = interleaved_ms(candidates, repeats)
+    elements = 3 * x.numel() + 3 * kernel.numel() + 2 * x.numel()
+    floor_ms = elements * x.element_size() / copy_bandwidth_bytes_per_ms(repeats)
+    lines = [
+        f"op fwd+bwd B{batch} C{channels} {size}² K={k} G={groups}, fp32; memory-traffic floor {floor_ms:.1f} ms "
+        "(input, kernel map, output and their gradients, each once, at the measured copy bandwidth):"
+    ]
+    for layout in layouts:
+        base = times[layout, "depthwise 7x7"]
+        lines.append(f"  {layout}: depthwise 7x7 conv {base:.1f} ms")
+        for backend in backends:
+            ms = times[layout, backend]
+            lines.append(
+                f"    involution {backend:>5}: {ms:.1f} ms = {ms / base:.2f}x depthwise (goal <= 0.5x), "
+                f"{ms / floor_ms:.1f}x the floor"
+            )
+    return lines
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        model.train()
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def inference(model: torch.nn.Module, images: torch.Tensor) -> Callable:
+    @torch.no_grad()
+    def infer():
+        model.eval()
+        model(images)
+
+    return infer
+
+
+def model_backends() -> list[str]:
+    """The involution backends the RedNets are timed with: the CPU's "auto" choice and the plain torch path."""
+    return ["cpp", "torch"] if "cpp" in BACKENDS and cpp_ops.available() else ["torch"]
+
+
+def rednet50_part(repeats: int) -> list[str]:
+    images, labels = torch.randn(8, 3, 224, 224), torch.randint(0, 1000, (8,))
+    images = images.to(memory_format=torch.channels_last)
+    models = {f"rednet50 {b}": build_model("rednet50", backend=b) for b in model_backends()}
+    models["resnet50"] = torchvision.models.resnet50()
+    models = {name: model.to(memory_format=torch.channels_last) for name, model in models.items()}
+    candidates = {}
+    for name, model in models.items():
+        candidates[name, "train"] = train_step(model, images, labels)
+        candidates[name, "infer"] = inference(model, images)
+    times = interleaved_ms(candidates, repeats)
+    lines = ["RedNet-50 vs torchvision ResNet-50, B8 224², fp32, channels_last:"]
+    for what, goal in (("train", 0.9), ("infer", 0.8)):
+        base = times["resnet50", what]
+        for backend in model_backends():
+            red = times[f"rednet50 {backend}", what]
+            lines.append(
+                f"  {what:>5} step, involution {backend:>5}: {red:.0f} ms vs {base:.0f} ms = {red / base:.2f}x "
+                f"(goal <= {goal}x)"
+            )
+    return lines
+
+
+def demo_part(repeats: int) -> list[str]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+        models = {
+            b: build_model("rednet26", kernel_size=7, group_channels=8, backend=b, **options) for b in model_backends()
+        }
+        models["resnet26"] = build_model("resnet26", **options)
+        images = torch.randn(128, 1, 28, 28).to(memory_format=torch.channels_last)
+        labels = torch.randint(0, 10, (128,))
+        times = interleaved_ms(
+            {name: train_step(m.to(memory_format=torch.channels_last), images, labels) for name, m in models.items()},
+            repeats,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    images_per_s = {name: 128e3 / ms for name, ms in times.items()}
+    base = images_per_s["resnet26"]
+    lines = [f"demo model training, B128 28x28, 1 thread, channels_last: ResNet-26 {base:.0f} img/s"]
+    for backend in model_backends():
+        red = images_per_s[backend]
+        lines.append(f"  RedNet-26 K=7, involution {backend:>5}: {red:.0f} img/s = {red / base:.2f}x (goal >= 0.8x)")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison (median)")
+    parser.add_argument("--threads", type=int, help="torch threads for the op and RedNet-50 (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part}
+    for name in args.parts:
+        print("\n".join(parts[name](args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
