@@ -239,8 +239,8 @@ def _setup_lines(collection: Collection) -> list[str]:
         )
     lines.append(
         f"- Comparisons: each grid compares every pair of its cells by the difference of their top-1, with a "
-        f"{LEVEL:.0%} Student-t interval, paired by seed (the same seed gives the same data order and "
-        "initialisation) when both cells ran the same seeds, else unpaired (Welch). A cell is called higher "
+        f"{LEVEL:.0%} Student-t interval, paired by seed (the same seed gives the same training subset, data "
+        "order and augmentation) when both cells ran the same seeds, else unpaired (Welch). A cell is called higher "
         "only when that interval excludes 0."
     )
     lines.append(

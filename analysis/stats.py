@@ -1,10 +1,10 @@
 """Is cell A better than cell B? The difference of their mean top-1 with a 95% Student-t interval.
 
-Runs of two cells with the same seed share their data order and initialisation, so the difference is paired by
-seed (t with n_pairs - 1 degrees of freedom) when both cells have the same seeds; otherwise the two cells are
-compared unpaired (Welch's interval, Welch-Satterthwaite degrees of freedom). A difference is called only when
-its interval excludes 0. The t quantile is computed here (regularised incomplete beta function), so the
-analysis needs no scipy.
+Runs of two cells with the same seed share their training subset, data order and augmentation, so the
+difference is paired by seed (t with n_pairs - 1 degrees of freedom) when both cells have the same seeds;
+otherwise the two cells are compared unpaired (Welch's interval, Welch-Satterthwaite degrees of freedom). A
+difference is called only when its interval excludes 0. The t quantile is computed here (regularised incomplete
+beta function), so the analysis needs no scipy.
 """
 
 import math

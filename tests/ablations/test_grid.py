@@ -121,16 +121,10 @@ def test_second_grid_launched_while_the_shared_cell_trains_lists_it(tmp_path):
     assert grid_table(out, "b") == {c.run_id for c in grid.expand(grid.load_grid(b))}
 
 
-# The ids of the committed example records: a change of the id rule, or a new config key that enters ids at its
-# default, would orphan every finished run of every results directory.
+# The ids of the committed example records, one `make demo` run of the demo grids: a change of the id rule, or a
+# new config key that enters ids at its default, would orphan every finished run of every results directory.
 EXAMPLE = GRIDS.parents[1] / "results" / "example"
 EXAMPLE_IDS = [
-    "0a0753e7d1bf", "24c77bfea789", "773e0bd2cb91", "815d806aac6d", "914311b05e44",
-    "a0730441d304", "b090e767b32e", "b90ebf6428c8", "ce283af2d868", "d90cdd990e36",
-]  # fmt: skip
-# The ids of `make demo`'s runs (results/example holds one `make demo` run: once it is regenerated from these
-# grids, EXAMPLE_IDS is this list).
-DEMO_IDS = [
     "05a36daec3d1", "064d525b16e7", "11414ffdcd4c", "131ea774171e", "1ff9038dd9ef",
     "2c038e7817ac", "31d42efc66bc", "51cac5d7eb69", "678f6fa19fd7", "771e19c0da41",
     "8bd015b2bb50", "9f8cf6667231", "ab6bba7f1ade", "c9ab955e96d5", "ce6453888e5c",
@@ -145,15 +139,12 @@ def test_ids_of_finished_runs_stay_stable():
         record = records.load_record(path)
         # Read back into today's schema: keys added since fill in with their defaults.
         assert records.run_id(to_dict(from_dict(RunConfig, record.config))) == record.run_id == path.stem
-
-
-def test_the_demo_grids_give_the_pinned_ids():
     demo = [
         c.run_id
         for name in ("operator", "kernel_size")
         for c in grid.expand(grid.load_grid(GRIDS / "demo" / f"{name}.yaml"))
     ]
-    assert sorted(set(demo)) == DEMO_IDS
+    assert sorted(set(demo)) == EXAMPLE_IDS
 
 
 def test_a_new_key_at_its_baseline_value_keeps_ids(monkeypatch):
