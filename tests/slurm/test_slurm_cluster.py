@@ -79,10 +79,6 @@ def wait(predicate, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-# Known failure on the current main: submitit's `scontrol requeue` is killed by the SIGTERM of the step it
-# cancels, the CalledProcessError reaches the training loop and the run is recorded failed. It passes on the
-# commits before the detection run store was merged (f1c1d06) and fails after it (50ef05c); being fixed.
-@pytest.mark.xfail(reason="scontrol requeue killed by the step's SIGTERM: the preempted run ends failed", strict=False)
 def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(tmp_path):
     overrides = ["data.synthetic.train_size=3072", "optim.epochs=3", "train.threads=1"]
     config = load_config(SYNTHETIC, overrides)
@@ -94,7 +90,9 @@ def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(tmp_path):
     record = lambda: records.read_record(tmp_path / "runs", uninterrupted.run_id)
     wait(lambda: record() is not None and len(record().epochs) >= 1, 300, "the first epoch")
     assert len(record().epochs) < 3, "finished before it could be preempted"
-    job._interrupt()  # what SLURM does on preemption: USR2, then the job checkpoints and requeues itself
+    # USR2, as SLURM sends before preemption (--signal): the job checkpoints and requeues itself. Not
+    # submitit's job._interrupt(), whose extra SIGTERM can reach the `scontrol requeue` the handler starts.
+    subprocess.check_call(["scancel", job.job_id, "--signal", "USR2"])
     wait(lambda: record().status == records.FINISHED, 300, "the requeued job to finish")
     wait(job.done, 120, "the job to end")
     assert job.result() == {uninterrupted.run_id: "finished"}
