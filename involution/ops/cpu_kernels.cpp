@@ -2,11 +2,14 @@
 //
 // Channels-last layouts: input (B, H, W, C), kernel map (B, Ho, Wo, G, K, K), output and grad_out (B, Ho, Wo, C),
 // float or double, contiguous. The channels of a group are contiguous and share one weight per tap, so the
-// innermost loops run over a group's channels (vectorised; for 4 to 32 channels per group the count is a
-// compile-time constant and a pixel's accumulators stay in registers while the K x K taps stream through them).
-// All three kernels gather into the pixel they write, so threads (one image row each) never write the same
-// element: the forward, the kernel gradient (a per-tap dot product over a group's channels, also the local
-// correlation of a query with a key), and the input gradient (the forward's windows read backwards).
+// innermost loops run over a group's channels (vectorised; for 8, 16 or 32 channels per group the count is a
+// compile-time constant and the accumulators stay in registers). All three kernels gather into the pixels they
+// write, so threads (one image row each) never write the same element:
+// - forward: several output pixels at once (independent accumulators, so the multiply-adds of one pixel do not
+//   wait for each other);
+// - the input gradient: the forward's windows read backwards, likewise several input pixels at once;
+// - the kernel gradient (also the local correlation of a query with a key): a dot product over a group's
+//   channels per tap, reduced for 16 (or 8) taps together by a transposing tree of vector additions.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -15,32 +18,54 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 namespace {
+
+constexpr int64_t kBlock = 4;  // pixels computed together by forward and grad_input
+
+// Lanes<T, L>: L values of T as one vector (GCC and Clang vector extensions; the compiler maps it to this CPU's
+// registers). Without them, the generic loops below do the same work.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define INVOLUTION_VECTORS 1
+#define INLINE inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+template <typename T, int64_t L>
+using Lanes __attribute__((vector_size(L * sizeof(T)))) = T;
+
+template <typename V, typename T>
+V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+#endif
 
 struct Geometry {
   int64_t batch, channels, groups, k, height, width, out_h, out_w, stride, padding, dilation;
   int64_t group_channels() const { return channels / groups; }
   int64_t taps() const { return k * k; }
   // The taps t in [first, last) of an output pixel whose input position start + t * dilation lies in [0, size)
-  // (start = output position * stride - padding): the loops below skip the taps outside without testing them.
+  // (start = output position * stride - padding).
   void taps_inside(int64_t start, int64_t size, int64_t& first, int64_t& last) const {
     first = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
     last = start >= size ? 0 : std::min(k, (size - 1 - start) / dilation + 1);
   }
-  // The taps t of an input position whose output position (position + padding - t * dilation) / stride exists:
-  // from first to last (exclusive) in steps of step; with dilation > 1 (step 1) some are not divisible (check).
-  void taps_reading(int64_t position, int64_t out_size, int64_t& first, int64_t& last, int64_t& step) const {
-    const int64_t reach = position + padding;  // = output position * stride + t * dilation
-    first = std::max<int64_t>(0, (reach - (out_size - 1) * stride + dilation - 1) / dilation);
-    last = std::min(k, reach / dilation + 1);
-    step = 1;
-    if (dilation == 1 && stride > 1) {  // t = reach (mod stride)
-      first += ((reach - first) % stride + stride) % stride;
-      step = stride;
+  // The taps t of input position `position` that some output pixel o reads (o * stride + t * dilation - padding
+  // = position, 0 <= o < out_size), with those o: appended to taps and outputs; returns their count.
+  int64_t taps_reading(int64_t position, int64_t out_size, int64_t* taps, int64_t* outputs) const {
+    int64_t count = 0;
+    for (int64_t t = 0; t < k; ++t) {
+      const int64_t reach = position + padding - t * dilation;  // = o * stride
+      if (reach < 0 || reach % stride) continue;
+      const int64_t o = reach / stride;
+      if (o >= out_size) continue;
+      taps[count] = t;
+      outputs[count++] = o;
     }
+    return count;
   }
 };
 
@@ -48,7 +73,6 @@ struct Geometry {
 template <typename Body>
 void with_group_width(int64_t width, Body body) {
   switch (width) {
-    case 4: return body(std::integral_constant<int64_t, 4>());
     case 8: return body(std::integral_constant<int64_t, 8>());
     case 16: return body(std::integral_constant<int64_t, 16>());
     case 32: return body(std::integral_constant<int64_t, 32>());
@@ -56,107 +80,260 @@ void with_group_width(int64_t width, Body body) {
   }
 }
 
+// What forward and grad_input gather for one row of the pixels they write, in blocks of 1 or kBlock pixels.
+// The taps of a row's pixel are a grid: rows r < row_count by columns s < column_count, each an arithmetic
+// progression (so are the valid taps of grad_input, solutions of a linear congruence). Tap (r, s) of a block's
+// pixel q weighs by weights[weight_rows[r] + weight_first + s * weight_step + q * weight_pixel_step] the source
+// pixel at sources + source_rows[r] + source_first + s * source_step + q * source_pixel_step (element offsets);
+// the result goes to out + out_offset + q * spacing.
+struct RowPlan {
+  struct Block {
+    int64_t count, column_count, out_offset, spacing;
+    int64_t weight_first, weight_step, weight_pixel_step, source_first, source_step, source_pixel_step;
+  };
+  explicit RowPlan(int64_t k) : weight_rows(k), source_rows(k) {}
+  int64_t row_count = 0;
+  std::vector<int64_t> weight_rows, source_rows;
+  std::vector<Block> blocks;
+};
+
+// The sum over a block's taps of weight * source pixel, for its P pixels at once (independent accumulators, in
+// registers where the group width CG is known at compile time; CG = 0: cg at run time).
+template <typename T, int64_t CG, int64_t P>
+void gather(const RowPlan& plan, const RowPlan::Block& b, int64_t cg, const T* weights, const T* sources, T* out,
+            T* scratch) {
+  out += b.out_offset;
+#ifdef INVOLUTION_VECTORS
+  if constexpr (CG > 0) {
+    using V = Lanes<T, CG>;
+    V acc[P] = {};
+    for (int64_t r = 0; r < plan.row_count; ++r) {
+      const T* w = weights + plan.weight_rows[r] + b.weight_first;
+      const T* source = sources + plan.source_rows[r] + b.source_first;
+      for (int64_t s = 0; s < b.column_count; ++s, w += b.weight_step, source += b.source_step)
+        UNROLL for (int64_t q = 0; q < P; ++q)
+          acc[q] += w[q * b.weight_pixel_step] * load<V>(source + q * b.source_pixel_step);
+    }
+    UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
+    return;
+  }
+#endif
+  if (CG) cg = CG;
+  T* __restrict__ acc = scratch;
+  std::fill_n(acc, P * cg, T(0));
+  for (int64_t r = 0; r < plan.row_count; ++r) {
+    const T* w = weights + plan.weight_rows[r] + b.weight_first;
+    const T* source = sources + plan.source_rows[r] + b.source_first;
+    for (int64_t s = 0; s < b.column_count; ++s, w += b.weight_step, source += b.source_step)
+      for (int64_t q = 0; q < P; ++q) {
+        const T weight = w[q * b.weight_pixel_step];
+        const T* __restrict__ pixel = source + q * b.source_pixel_step;
+#pragma omp simd
+        for (int64_t c = 0; c < cg; ++c) acc[q * cg + c] += weight * pixel[c];
+      }
+  }
+  for (int64_t q = 0; q < P; ++q) std::copy_n(acc + q * cg, cg, out + q * b.spacing);
+}
+
+// Computes a planned row group by group (a group's weights and sources stay in cache while the row is swept).
+template <typename T, int64_t CG>
+void gather_row(const Geometry& g, const RowPlan& plan, const T* weights, const T* sources, T* out, T* scratch) {
+  const int64_t cg = CG ? CG : g.group_channels();
+  for (int64_t group = 0; group < g.groups; ++group) {
+    const T* w = weights + group * g.taps();
+    const T* source = sources + group * cg;
+    for (const RowPlan::Block& block : plan.blocks) {
+      if (block.count == kBlock)
+        gather<T, CG, kBlock>(plan, block, cg, w, source, out + group * cg, scratch);
+      else
+        gather<T, CG, 1>(plan, block, cg, w, source, out + group * cg, scratch);
+    }
+  }
+}
+
 // out[b, i, j, c] = sum_{u,v} kernel[b, i, j, g, u, v] * input[b, i*s + u*d - p, j*s + v*d - p, c]
 template <typename T, int64_t CG>
 void forward_rows(const Geometry& g, const T* input, const T* kernel, T* out) {
-  const int64_t cg = CG ? CG : g.group_channels(), taps = g.taps();
+  const int64_t pixel_weights = g.groups * g.taps();
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(CG ? 0 : cg);
+    RowPlan plan(g.k);
+    std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
-      int64_t u_first, u_last, v_first, v_last;
-      g.taps_inside(i * g.stride - g.padding, g.height, u_first, u_last);
-      for (int64_t j = 0; j < g.out_w; ++j) {
-        g.taps_inside(j * g.stride - g.padding, g.width, v_first, v_last);
-        const T* weights = kernel + (row * g.out_w + j) * g.groups * taps;
-        T* o = out + (row * g.out_w + j) * g.channels;
-        for (int64_t group = 0; group < g.groups; ++group) {
-          T fixed[CG ? CG : 1];
-          T* __restrict__ acc = CG ? fixed : scratch.data();
-          for (int64_t c = 0; c < cg; ++c) acc[c] = T(0);
-          for (int64_t u = u_first; u < u_last; ++u) {
-            const int64_t y = i * g.stride + u * g.dilation - g.padding;
-            for (int64_t v = v_first; v < v_last; ++v) {
-              const int64_t x = j * g.stride + v * g.dilation - g.padding;
-              const T w = weights[group * taps + u * g.k + v];
-              const T* __restrict__ pixel = input + ((b * g.height + y) * g.width + x) * g.channels + group * cg;
-              for (int64_t c = 0; c < cg; ++c) acc[c] += w * pixel[c];
-            }
-          }
-          for (int64_t c = 0; c < cg; ++c) o[group * cg + c] = acc[c];
-        }
+      int64_t first, last;
+      g.taps_inside(i * g.stride - g.padding, g.height, first, last);
+      plan.row_count = 0;
+      for (int64_t u = first; u < last; ++u) {
+        plan.weight_rows[plan.row_count] = u * g.k;
+        plan.source_rows[plan.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
       }
-    }
-  });
-}
-
-// grad_kernel[b, i, j, g, u, v] = sum_{c in g} grad_out[b, i, j, c] * input[b, i*s + u*d - p, j*s + v*d - p, c]
-template <typename T, int64_t CG>
-void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
-  const int64_t cg = CG ? CG : g.group_channels(), taps = g.taps();
-  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / g.out_h, i = row % g.out_h;
-      int64_t u_first, u_last, v_first, v_last;
-      g.taps_inside(i * g.stride - g.padding, g.height, u_first, u_last);
-      for (int64_t j = 0; j < g.out_w; ++j) {
-        g.taps_inside(j * g.stride - g.padding, g.width, v_first, v_last);
-        T* gk = grad_kernel + (row * g.out_w + j) * g.groups * taps;
-        std::fill(gk, gk + g.groups * taps, T(0));
-        for (int64_t u = u_first; u < u_last; ++u) {
-          const int64_t y = i * g.stride + u * g.dilation - g.padding;
-          for (int64_t v = v_first; v < v_last; ++v) {
-            const int64_t x = j * g.stride + v * g.dilation - g.padding;
-            const T* pixel = input + ((b * g.height + y) * g.width + x) * g.channels;
-            const T* go = grad_out + (row * g.out_w + j) * g.channels;
-            for (int64_t group = 0; group < g.groups; ++group) {
-              const T* __restrict__ a = go + group * cg;
-              const T* __restrict__ p = pixel + group * cg;
-              T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-              for (int64_t c = 0; c < cg; ++c) sum += a[c] * p[c];
-              gk[group * taps + u * g.k + v] = sum;
-            }
-          }
-        }
+      // Pixels whose window lies inside the width in full go kBlock at a time, the others one by one.
+      plan.blocks.clear();
+      for (int64_t j = 0; j < g.out_w;) {
+        g.taps_inside(j * g.stride - g.padding, g.width, first, last);
+        const int64_t block_end = (j + kBlock - 1) * g.stride - g.padding + (g.k - 1) * g.dilation;
+        const int64_t count = j + kBlock <= g.out_w && j * g.stride >= g.padding && block_end < g.width ? kBlock : 1;
+        plan.blocks.push_back({count, last - first, (row * g.out_w + j) * g.channels, g.channels,
+                               (row * g.out_w + j) * pixel_weights + first, 1, pixel_weights,
+                               (j * g.stride + first * g.dilation - g.padding) * g.channels, g.dilation * g.channels,
+                               g.stride * g.channels});
+        j += count;
       }
+      gather_row<T, CG>(g, plan, kernel, input, out, scratch.data());
     }
   });
 }
 
 // grad_input[b, y, x, c] = sum of kernel[b, i, j, g, u, v] * grad_out[b, i, j, c] over the taps (u, v) whose
-// output pixel (i, j) = ((y + p - u*d) / s, (x + p - v*d) / s) exists (divisible, in range).
+// output pixel (i, j) = ((y + p - u*d) / s, (x + p - v*d) / s) exists (divisible, in range). Input pixels
+// x, x + s, ..., x + (kBlock - 1) s read the same taps, of output pixels j, j + 1, ..., so they go together.
 template <typename T, int64_t CG>
 void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* grad_input) {
-  const int64_t cg = CG ? CG : g.group_channels(), taps = g.taps();
+  const int64_t pixel_weights = g.groups * g.taps();
   at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(CG ? 0 : cg);
+    RowPlan plan(g.k);
+    std::vector<int64_t> tap_rows(g.k), out_rows(g.k), columns(g.k), out_columns(g.k), last_columns(g.k),
+        last_out_columns(g.k);
+    std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.height, y = row % g.height;
-      int64_t u_first, u_last, u_step, v_first, v_last, v_step;
-      g.taps_reading(y, g.out_h, u_first, u_last, u_step);
-      for (int64_t x = 0; x < g.width; ++x) {
-        g.taps_reading(x, g.out_w, v_first, v_last, v_step);
-        T* gx = grad_input + (row * g.width + x) * g.channels;
-        for (int64_t group = 0; group < g.groups; ++group) {
-          T fixed[CG ? CG : 1];
-          T* __restrict__ acc = CG ? fixed : scratch.data();
-          for (int64_t c = 0; c < cg; ++c) acc[c] = T(0);
-          for (int64_t u = u_first; u < u_last; u += u_step) {
-            const int64_t top = y + g.padding - u * g.dilation;
-            if (u_step < g.stride && top % g.stride) continue;
-            const int64_t i = g.stride > 1 ? top / g.stride : top;
-            for (int64_t v = v_first; v < v_last; v += v_step) {
-              const int64_t left = x + g.padding - v * g.dilation;
-              if (v_step < g.stride && left % g.stride) continue;
-              const int64_t j = g.stride > 1 ? left / g.stride : left;
-              const int64_t pixel = (b * g.out_h + i) * g.out_w + j;
-              const T w = kernel[(pixel * g.groups + group) * taps + u * g.k + v];
-              const T* __restrict__ go = grad_out + pixel * g.channels + group * cg;
-              for (int64_t c = 0; c < cg; ++c) acc[c] += w * go[c];
-            }
+      plan.row_count = g.taps_reading(y, g.out_h, tap_rows.data(), out_rows.data());
+      for (int64_t r = 0; r < plan.row_count; ++r) {
+        const int64_t pixel = (b * g.out_h + out_rows[r]) * g.out_w;  // the first of that output row
+        plan.weight_rows[r] = pixel * pixel_weights + tap_rows[r] * g.k;
+        plan.source_rows[r] = pixel * g.channels;
+      }
+      plan.blocks.clear();
+      for (int64_t residue = 0; residue < std::min(g.stride, g.width); ++residue) {
+        for (int64_t x = residue; x < g.width;) {
+          const int64_t column_count = g.taps_reading(x, g.out_w, columns.data(), out_columns.data());
+          const int64_t last = x + (kBlock - 1) * g.stride;
+          bool block = last < g.width &&
+                       g.taps_reading(last, g.out_w, last_columns.data(), last_out_columns.data()) == column_count;
+          for (int64_t s = 0; block && s < column_count; ++s)
+            block = last_columns[s] == columns[s] && last_out_columns[s] == out_columns[s] + kBlock - 1;
+          const int64_t count = block ? kBlock : 1;
+          const int64_t column_step = column_count > 1 ? columns[1] - columns[0] : 0;
+          const int64_t out_step = column_count > 1 ? out_columns[1] - out_columns[0] : 0;
+          plan.blocks.push_back({count, column_count, (row * g.width + x) * g.channels, g.stride * g.channels,
+                                 out_columns[0] * pixel_weights + columns[0], out_step * pixel_weights + column_step,
+                                 pixel_weights, out_columns[0] * g.channels, out_step * g.channels, g.channels});
+          x += count * g.stride;
+        }
+      }
+      gather_row<T, CG>(g, plan, kernel, grad_out, grad_input, scratch.data());
+    }
+  });
+}
+
+// The kernel gradient's dot products, several taps at a time (tap_sums needs the vector extensions).
+#ifdef INVOLUTION_VECTORS
+// Lane t of the result is the sum of a[t]'s lanes: each level adds the halves of two vectors' partial sums
+// side by side (a transposition by halves), which leaves the sums in bit-reversed order.
+template <typename V>
+INLINE V tap_sums(V* a, std::integral_constant<int64_t, 16>) {
+  UNROLL for (int k = 0; k < 8; ++k)
+    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  UNROLL for (int k = 0; k < 4; ++k)
+    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  UNROLL for (int k = 0; k < 2; ++k)
+    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  const V e = __builtin_shufflevector(a[0], a[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+              __builtin_shufflevector(a[0], a[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  return __builtin_shufflevector(e, e, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+}
+
+template <typename V>
+INLINE V tap_sums(V* a, std::integral_constant<int64_t, 8>) {
+  UNROLL for (int k = 0; k < 4; ++k)
+    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+  UNROLL for (int k = 0; k < 2; ++k)
+    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+  const V e = __builtin_shufflevector(a[0], a[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+              __builtin_shufflevector(a[0], a[1], 1, 9, 3, 11, 5, 13, 7, 15);
+  return __builtin_shufflevector(e, e, 0, 4, 2, 6, 1, 5, 3, 7);
+}
+
+// out[t] = sum over the group's L * CHUNKS channels of a[c] * source(t)[c], for the taps t < count.
+template <typename T, int64_t L, int64_t CHUNKS, typename Source>
+INLINE void dot_products(const T* a, Source source, int64_t count, T* out) {
+  using V = Lanes<T, L>;
+  V left[CHUNKS];
+  UNROLL for (int64_t k = 0; k < CHUNKS; ++k) left[k] = load<V>(a + k * L);
+  for (int64_t first = 0; first < count; first += L) {
+    V products[L];
+    UNROLL for (int64_t t = 0; t < L; ++t) {
+      products[t] = V{};
+      if (first + t < count)
+        UNROLL for (int64_t k = 0; k < CHUNKS; ++k) products[t] += left[k] * load<V>(source(first + t) + k * L);
+    }
+    const V sums = tap_sums(products, std::integral_constant<int64_t, L>());
+    std::memcpy(out + first, &sums, std::min<int64_t>(L, count - first) * sizeof(T));
+  }
+}
+#endif
+
+// The same one tap at a time, for any group width and type.
+template <typename T, typename Source>
+void dot_products(const T* a, Source source, int64_t count, int64_t cg, T* out) {
+  for (int64_t t = 0; t < count; ++t) {
+    const T* __restrict__ p = source(t);
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < cg; ++c) sum += a[c] * p[c];
+    out[t] = sum;
+  }
+}
+
+template <typename T, typename Source>
+void group_dot_products(const Geometry& g, const T* a, Source source, T* out) {
+  const int64_t cg = g.group_channels(), taps = g.taps();
+#ifdef INVOLUTION_VECTORS
+  if constexpr (std::is_same<T, float>::value) {
+    if (cg == 8) return dot_products<T, 8, 1>(a, source, taps, out);
+    if (cg == 16) return dot_products<T, 16, 1>(a, source, taps, out);
+    if (cg == 32) return dot_products<T, 16, 2>(a, source, taps, out);
+  }
+#endif
+  dot_products(a, source, taps, cg, out);
+}
+
+// grad_kernel[b, i, j, g, u, v] = sum_{c in g} grad_out[b, i, j, c] * input[b, i*s + u*d - p, j*s + v*d - p, c]
+// (zero for taps outside the input).
+template <typename T>
+void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
+  const int64_t cg = g.group_channels(), taps = g.taps();
+  std::vector<int64_t> tap_offsets(taps);  // of each tap's input pixel from the window's first, in elements
+  for (int64_t t = 0; t < taps; ++t)
+    tap_offsets[t] = ((t / g.k) * g.width + t % g.k) * g.dilation * g.channels;
+  const int64_t reach = (g.k - 1) * g.dilation;
+  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
+    const std::vector<T> zeros(g.channels);
+    std::vector<const T*> pixels(taps);  // each tap's input pixel, or zeros outside the input
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / g.out_h, i = row % g.out_h, top = i * g.stride - g.padding;
+      for (int64_t j = 0; j < g.out_w; ++j) {
+        const int64_t left = j * g.stride - g.padding, pixel = row * g.out_w + j;
+        const T* origin = input + ((b * g.height + top) * g.width + left) * g.channels;
+        const bool inside = top >= 0 && left >= 0 && top + reach < g.height && left + reach < g.width;
+        if (!inside)
+          for (int64_t t = 0; t < taps; ++t) {
+            const int64_t y = top + t / g.k * g.dilation, x = left + t % g.k * g.dilation;
+            pixels[t] = y >= 0 && y < g.height && x >= 0 && x < g.width ? origin + tap_offsets[t] : zeros.data();
           }
-          for (int64_t c = 0; c < cg; ++c) gx[group * cg + c] = acc[c];
+        for (int64_t group = 0; group < g.groups; ++group) {
+          const T* go = grad_out + pixel * g.channels + group * cg;
+          T* out = grad_kernel + (pixel * g.groups + group) * taps;
+          const int64_t shift = group * cg;
+          if (inside)
+            group_dot_products(g, go, [&](int64_t t) { return origin + tap_offsets[t] + shift; }, out);
+          else
+            group_dot_products(g, go, [&](int64_t t) { return pixels[t] + shift; }, out);
         }
       }
     }
@@ -217,10 +394,8 @@ at::Tensor grad_kernel(const at::Tensor& grad_out, const at::Tensor& input, int6
   const Geometry g = geometry(input, grad_out, k, groups, stride, padding, dilation);
   at::Tensor grad = at::empty({g.batch, g.out_h, g.out_w, groups * k * k}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "involution_grad_kernel", [&] {
-    with_group_width(g.group_channels(), [&](auto width) {
-      grad_kernel_rows<scalar_t, decltype(width)::value>(g, grad_out.const_data_ptr<scalar_t>(),
-                                                         input.const_data_ptr<scalar_t>(), grad.mutable_data_ptr<scalar_t>());
-    });
+    grad_kernel_rows<scalar_t>(g, grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                               grad.mutable_data_ptr<scalar_t>());
   });
   return grad;
 }
