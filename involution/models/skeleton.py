@@ -43,7 +43,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision's ResNet: no new tensor (BN's backward does not need its output)
+        return self.relu(out)
 
 
 def conv3x3_mixer(channels: int, stride: int = 1) -> nn.Module:

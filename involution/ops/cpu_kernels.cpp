@@ -259,9 +259,9 @@ INLINE V tap_sums(V* a, std::integral_constant<int64_t, 8>) {
   return __builtin_shufflevector(e, e, 0, 4, 2, 6, 1, 5, 3, 7);
 }
 
-// out[t] = sum over the group's L * CHUNKS channels of a[c] * source(t)[c], for the taps t < count.
-template <typename T, int64_t L, int64_t CHUNKS, typename Source>
-INLINE void dot_products(const T* a, Source source, int64_t count, T* out) {
+// out[t] = sum over the group's L * CHUNKS channels of a[c] * source[offsets[t] + c], for t < count.
+template <typename T, int64_t L, int64_t CHUNKS>
+INLINE void dot_products(const T* a, const T* source, const int64_t* offsets, int64_t count, T* out) {
   using V = Lanes<T, L>;
   V left[CHUNKS];
   UNROLL for (int64_t k = 0; k < CHUNKS; ++k) left[k] = load<V>(a + k * L);
@@ -270,7 +270,7 @@ INLINE void dot_products(const T* a, Source source, int64_t count, T* out) {
     UNROLL for (int64_t t = 0; t < L; ++t) {
       products[t] = V{};
       if (first + t < count)
-        UNROLL for (int64_t k = 0; k < CHUNKS; ++k) products[t] += left[k] * load<V>(source(first + t) + k * L);
+        UNROLL for (int64_t k = 0; k < CHUNKS; ++k) products[t] += left[k] * load<V>(source + offsets[first + t] + k * L);
     }
     const V sums = tap_sums(products, std::integral_constant<int64_t, L>());
     std::memcpy(out + first, &sums, std::min<int64_t>(L, count - first) * sizeof(T));
@@ -279,10 +279,10 @@ INLINE void dot_products(const T* a, Source source, int64_t count, T* out) {
 #endif
 
 // The same one tap at a time, for any group width and type.
-template <typename T, typename Source>
-void dot_products(const T* a, Source source, int64_t count, int64_t cg, T* out) {
+template <typename T>
+void dot_products(const T* a, const T* source, const int64_t* offsets, int64_t count, int64_t cg, T* out) {
   for (int64_t t = 0; t < count; ++t) {
-    const T* __restrict__ p = source(t);
+    const T* __restrict__ p = source + offsets[t];
     T sum = T(0);
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < cg; ++c) sum += a[c] * p[c];
@@ -290,50 +290,54 @@ void dot_products(const T* a, Source source, int64_t count, int64_t cg, T* out) 
   }
 }
 
-template <typename T, typename Source>
-void group_dot_products(const Geometry& g, const T* a, Source source, T* out) {
-  const int64_t cg = g.group_channels(), taps = g.taps();
+template <typename T>
+void group_dot_products(int64_t cg, const T* a, const T* source, const int64_t* offsets, int64_t count, T* out) {
 #ifdef INVOLUTION_VECTORS
   if constexpr (std::is_same<T, float>::value) {
-    if (cg == 8) return dot_products<T, 8, 1>(a, source, taps, out);
-    if (cg == 16) return dot_products<T, 16, 1>(a, source, taps, out);
-    if (cg == 32) return dot_products<T, 16, 2>(a, source, taps, out);
+    if (cg == 8) return dot_products<T, 8, 1>(a, source, offsets, count, out);
+    if (cg == 16) return dot_products<T, 16, 1>(a, source, offsets, count, out);
+    if (cg == 32) return dot_products<T, 16, 2>(a, source, offsets, count, out);
   }
 #endif
-  dot_products(a, source, taps, cg, out);
+  dot_products(a, source, offsets, count, cg, out);
 }
 
 // grad_kernel[b, i, j, g, u, v] = sum_{c in g} grad_out[b, i, j, c] * input[b, i*s + u*d - p, j*s + v*d - p, c]
-// (zero for taps outside the input).
+// (zero for taps outside the input). Only the taps inside are computed: a rectangle of rows and columns, the
+// same for most neighbouring pixels, so its list (input offsets from the window's corner, tap indices) is
+// rebuilt only where it changes.
 template <typename T>
 void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
   const int64_t cg = g.group_channels(), taps = g.taps();
-  std::vector<int64_t> tap_offsets(taps);  // of each tap's input pixel from the window's first, in elements
-  for (int64_t t = 0; t < taps; ++t)
-    tap_offsets[t] = ((t / g.k) * g.width + t % g.k) * g.dilation * g.channels;
-  const int64_t reach = (g.k - 1) * g.dilation;
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
-    const std::vector<T> zeros(g.channels);
-    std::vector<const T*> pixels(taps);  // each tap's input pixel, or zeros outside the input
+    std::vector<int64_t> offsets(taps), tap_indices(taps);
+    std::vector<T> sums(taps);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h, top = i * g.stride - g.padding;
+      int64_t u_first, u_last, v_first = -1, v_last = -1, count = 0;
+      g.taps_inside(top, g.height, u_first, u_last);
       for (int64_t j = 0; j < g.out_w; ++j) {
         const int64_t left = j * g.stride - g.padding, pixel = row * g.out_w + j;
-        const T* origin = input + ((b * g.height + top) * g.width + left) * g.channels;
-        const bool inside = top >= 0 && left >= 0 && top + reach < g.height && left + reach < g.width;
-        if (!inside)
-          for (int64_t t = 0; t < taps; ++t) {
-            const int64_t y = top + t / g.k * g.dilation, x = left + t % g.k * g.dilation;
-            pixels[t] = y >= 0 && y < g.height && x >= 0 && x < g.width ? origin + tap_offsets[t] : zeros.data();
-          }
+        int64_t first, last;
+        g.taps_inside(left, g.width, first, last);
+        if (first != v_first || last != v_last) {
+          v_first = first, v_last = last, count = 0;
+          for (int64_t u = u_first; u < u_last; ++u)
+            for (int64_t v = v_first; v < v_last; ++v) {
+              offsets[count] = (u * g.width + v) * g.dilation * g.channels;
+              tap_indices[count++] = u * g.k + v;
+            }
+        }
+        const bool all_taps = count == taps;
+        const int64_t corner = ((b * g.height + top) * g.width + left) * g.channels;  // may lie outside the input
         for (int64_t group = 0; group < g.groups; ++group) {
-          const T* go = grad_out + pixel * g.channels + group * cg;
           T* out = grad_kernel + (pixel * g.groups + group) * taps;
-          const int64_t shift = group * cg;
-          if (inside)
-            group_dot_products(g, go, [&](int64_t t) { return origin + tap_offsets[t] + shift; }, out);
-          else
-            group_dot_products(g, go, [&](int64_t t) { return pixels[t] + shift; }, out);
+          group_dot_products(cg, grad_out + pixel * g.channels + group * cg, input + (corner + group * cg),
+                             offsets.data(), count, all_taps ? out : sums.data());
+          if (!all_taps) {
+            std::fill_n(out, taps, T(0));
+            for (int64_t t = 0; t < count; ++t) out[tap_indices[t]] = sums[t];
+          }
         }
       }
     }
