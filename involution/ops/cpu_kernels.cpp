@@ -110,9 +110,11 @@ void gather(const RowPlan& plan, const RowPlan::Block& b, int64_t cg, const T* w
     for (int64_t r = 0; r < plan.row_count; ++r) {
       const T* w = weights + plan.weight_rows[r] + b.weight_first;
       const T* source = sources + plan.source_rows[r] + b.source_first;
+      V row[P] = {};  // a chain of multiply-adds per row, so that the rows' chains overlap
       for (int64_t s = 0; s < b.column_count; ++s, w += b.weight_step, source += b.source_step)
         UNROLL for (int64_t q = 0; q < P; ++q)
-          acc[q] += w[q * b.weight_pixel_step] * load<V>(source + q * b.source_pixel_step);
+          row[q] += w[q * b.weight_pixel_step] * load<V>(source + q * b.source_pixel_step);
+      UNROLL for (int64_t q = 0; q < P; ++q) acc[q] += row[q];
     }
     UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
     return;
