@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not cpp_ops.available(), reason="no C++ compiler
 
 @st.composite
 def problems(draw):
-    """Group widths 1-3 take the kernels' generic loops, 4/8/16/32 their fixed-width ones."""
+    """Group widths 8, 16 and 32 take the kernels' fixed-width paths, the others their generic loops; widths up
+    to 14 leave room for blocks of 4 pixels whose windows lie inside."""
     groups = draw(st.integers(1, 3))
     group_channels = draw(st.sampled_from([1, 2, 3, 4, 8, 16, 32]))
     k = draw(st.sampled_from([1, 3, 5, 7]))
@@ -25,19 +26,35 @@ def problems(draw):
     padding = draw(st.one_of(st.none(), st.integers(0, 4)))
     reach = dilation * (k - 1) + 1 - 2 * (dilation * (k - 1) // 2 if padding is None else padding)
     h = draw(st.integers(max(1, reach), max(9, reach + 4)))
-    w = draw(st.integers(max(1, reach), max(9, reach + 4)))
+    w = draw(st.integers(max(1, reach), max(14, reach + 4)))
     return draw(st.integers(1, 2)), groups * group_channels, groups, h, w, k, stride, dilation, padding
 
 
 @settings(max_examples=60, deadline=None)
-@given(problems(), st.booleans())
-def test_matches_reference_on_random_shapes(problem, channels_last):
+@given(problems(), st.booleans(), st.sampled_from([torch.float64, torch.float32]))
+def test_matches_reference_on_random_shapes(problem, channels_last, dtype):
+    """float32 takes the vector paths (several pixels per pass, taps reduced 8 or 16 at a time, two groups of 8
+    channels as one vector), float64 the generic loops; both are checked against the float64 reference."""
     b, c, g, h, w, k, stride, dilation, padding = problem
     x, kernel, padding = random_problem(b, c, g, h, w, k, stride, dilation, padding)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
+    x, kernel = (t.detach().to(dtype).requires_grad_() for t in (x, kernel))
     if channels_last:
         x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
-    assert_all_close(outputs_and_grads(x, kernel, stride, padding, dilation, "cpp"), expected)
+    tolerances = (1e-4, 1e-4) if dtype == torch.float32 else ()
+    assert_all_close(outputs_and_grads(x, kernel, stride, padding, dilation, "cpp"), expected, *tolerances)
+
+
+@pytest.mark.parametrize("group_channels", [8, 16, 32])
+@pytest.mark.parametrize("groups", [1, 2, 3])
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (7, 1, 1), (7, 2, 1), (3, 1, 2), (5, 2, 2)])
+def test_every_vector_path_matches_reference(group_channels, groups, k, stride, dilation):
+    """Each float32 fast path on an odd-sized image wide enough for blocks of pixels and windows inside it."""
+    x, kernel, padding = random_problem(2, groups * group_channels, groups, 13, 17, k, stride, dilation)
+    expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
+    x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
+    kernel32 = kernel.detach().float().requires_grad_()
+    assert_all_close(outputs_and_grads(x32, kernel32, stride, padding, dilation, "cpp"), expected, 1e-4, 1e-4)
 
 
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
