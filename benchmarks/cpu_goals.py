@@ -10,10 +10,14 @@
 3. The demo's model (RedNet-26, small stem with stride 2, width 16, K=7, 8 channels per group; 1 input channel,
    10 classes) against ResNet-26 in the same skeleton: training images/s at B128, 28x28, on one thread,
    channels_last (the trainer's default).
+4. "kernels" (not a goal; where the op's time goes): each compiled kernel (forward, grad_input, grad_kernel) on
+   its own, channels-last, at RedNet-50's involution layers (B8; torch's threads) and the demo model's (B128; one
+   thread), with a depthwise KxK convolution's forward beside it.
 
     python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
     python benchmarks/cpu_goals.py --parts op demo --repeats 9
     python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
+    python benchmarks/cpu_goals.py --parts kernels
 """
 
 import argparse
@@ -29,7 +33,7 @@ from involution import involution2d
 from involution.models import build_model
 from involution.ops import BACKENDS, cpp_ops
 
-PARTS = ("op", "rednet50", "demo")
+PARTS = ("op", "rednet50", "demo", "kernels")
 
 
 def interleaved_ms(candidates: dict[str, Callable], repeats: int) -> dict[str, float]:
@@ -173,9 +177,51 @@ def demo_part(repeats: int) -> list[str]:
     return lines
 
 
+# (batch, channels, size, groups, stride) of the involution layers (K=7): RedNet-50's stages at 224², the demo
+# RedNet-26's at 28² (width 16, 8 channels per group).
+RESNET50_LAYERS = [(8, 64, 56, 4, 1), (8, 64, 56, 4, 2), (8, 128, 28, 8, 1), (8, 256, 14, 16, 1), (8, 512, 7, 32, 1)]
+DEMO_LAYERS = [(128, 16, 14, 2, 1), (128, 32, 14, 4, 2), (128, 32, 7, 4, 1), (128, 64, 4, 8, 1), (128, 128, 2, 16, 1)]
+
+
+def kernel_times(batch: int, channels: int, size: int, groups: int, stride: int, repeats: int) -> dict[str, float]:
+    ops, k = torch.ops.involution_cpu, 7
+    padding, out = k // 2, (size - 1) // stride + 1
+    x, grad_out = torch.randn(batch, size, size, channels), torch.randn(batch, out, out, channels)
+    kernel = torch.randn(batch, out, out, groups * k * k)
+    x_nchw, weight = x.permute(0, 3, 1, 2), torch.randn(channels, 1, k, k)
+    return interleaved_ms(
+        {
+            "forward": lambda: ops.forward(x, kernel, k, groups, stride, padding, 1),
+            "grad_input": lambda: ops.grad_input(grad_out, kernel, k, groups, size, size, stride, padding, 1),
+            "grad_kernel": lambda: ops.grad_kernel(grad_out, x, k, groups, stride, padding, 1),
+            "depthwise": lambda: F.conv2d(x_nchw, weight, None, stride, padding, groups=channels),
+        },
+        repeats,
+    )
+
+
+def kernels_part(repeats: int) -> list[str]:
+    if "cpp" not in BACKENDS or not cpp_ops.available():
+        return ["kernels: the compiled CPU kernels are not available here"]
+    lines = []
+    for title, layers, threads in (("RedNet-50", RESNET50_LAYERS, None), ("demo RedNet-26", DEMO_LAYERS, 1)):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads or previous)
+        n = torch.get_num_threads()
+        lines.append(f"{title} layers, K=7, fp32, channels-last, {n} thread{'s' if n > 1 else ''} (ms):")
+        for batch, channels, size, groups, stride in layers:
+            times = kernel_times(batch, channels, size, groups, stride, repeats)
+            lines.append(
+                f"  B{batch} C{channels} {size}² G{groups} stride {stride}: "
+                + ", ".join(f"{name} {ms:.2f}" for name, ms in times.items())
+            )
+        torch.set_num_threads(previous)
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:3]))
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison (median)")
     parser.add_argument("--threads", type=int, help="torch threads for the op and RedNet-50 (default: torch's)")
     args = parser.parse_args()
@@ -183,7 +229,7 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part}
+    parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part, "kernels": kernels_part}
     for name in args.parts:
         print("\n".join(parts[name](args.repeats)), flush=True)
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,3 +55,15 @@ def test_model_benchmark_compares_with_resnet(tmp_path):
         ("resnet50", "-", "eager"),
     ]
     assert rows[0]["flops_g"] == rows[1]["flops_g"]
+
+
+def test_cpu_goals_times_each_compiled_kernel_beside_a_depthwise_convolution():
+    from involution.ops import cpp_ops
+
+    if not cpp_ops.available():
+        pytest.skip("no C++ compiler: the cpp backend is not built")
+    lines = run("cpu_goals.py", "--parts", "kernels", "--repeats", "1").splitlines()
+    layers = [line for line in lines if line.startswith("  B")]
+    assert len(layers) == 10
+    for line in layers:
+        assert all(f"{name} " in line for name in ("forward", "grad_input", "grad_kernel", "depthwise")), line
