@@ -32,6 +32,12 @@ constexpr int64_t kBlock = 4;  // pixels computed together by forward and grad_i
 #define INVOLUTION_VECTORS 1
 #define INLINE inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
+#else
+#define INLINE inline
+#define UNROLL
+#endif
+
+#ifdef INVOLUTION_VECTORS
 template <typename T, int64_t L>
 using Lanes __attribute__((vector_size(L * sizeof(T)))) = T;
 
