@@ -236,34 +236,47 @@ void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* g
 
 // The kernel gradient's dot products, several taps at a time (tap_sums needs the vector extensions).
 #ifdef INVOLUTION_VECTORS
-// Lane t of the result is the sum of a[t]'s lanes: each level adds the halves of two vectors' partial sums
-// side by side (a transposition by halves), which leaves the sums in bit-reversed order.
-template <typename V>
-INLINE V tap_sums(V* a, std::integral_constant<int64_t, 16>) {
-  UNROLL for (int k = 0; k < 8; ++k)
-    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  UNROLL for (int k = 0; k < 4; ++k)
-    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
-           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-  UNROLL for (int k = 0; k < 2; ++k)
-    a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-  const V e = __builtin_shufflevector(a[0], a[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
-              __builtin_shufflevector(a[0], a[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+using Float16 = Lanes<float, 16>;
+using Float8 = Lanes<float, 8>;
+
+// One level of a transposing sum: in each block of `Block` lanes, the block's halves of x added, then y's, side
+// by side (so block b of the result holds x's partial sums of that block, then y's).
+template <int Block>
+INLINE Float16 fold(Float16 x, Float16 y) {
+  if constexpr (Block == 16)
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  else if constexpr (Block == 8)
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  else if constexpr (Block == 4)
+    return __builtin_shufflevector(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  else
+    return __builtin_shufflevector(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+           __builtin_shufflevector(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+}
+
+// Lane t of the result is the sum of a[t]'s lanes (a[] is overwritten); the folds leave the sums in
+// bit-reversed order, which the last shuffle undoes.
+INLINE Float16 tap_sums(Float16* a, std::integral_constant<int64_t, 16>) {
+  UNROLL for (int k = 0; k < 8; ++k) a[k] = fold<16>(a[2 * k], a[2 * k + 1]);
+  UNROLL for (int k = 0; k < 4; ++k) a[k] = fold<8>(a[2 * k], a[2 * k + 1]);
+  UNROLL for (int k = 0; k < 2; ++k) a[k] = fold<4>(a[2 * k], a[2 * k + 1]);
+  const Float16 e = fold<2>(a[0], a[1]);
   return __builtin_shufflevector(e, e, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
 }
 
-template <typename V>
-INLINE V tap_sums(V* a, std::integral_constant<int64_t, 8>) {
+// The same for 8 lanes.
+INLINE Float8 tap_sums(Float8* a, std::integral_constant<int64_t, 8>) {
   UNROLL for (int k = 0; k < 4; ++k)
     a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
            __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15);
   UNROLL for (int k = 0; k < 2; ++k)
     a[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
            __builtin_shufflevector(a[2 * k], a[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-  const V e = __builtin_shufflevector(a[0], a[1], 0, 8, 2, 10, 4, 12, 6, 14) +
-              __builtin_shufflevector(a[0], a[1], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Float8 e = __builtin_shufflevector(a[0], a[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+                   __builtin_shufflevector(a[0], a[1], 1, 9, 3, 11, 5, 13, 7, 15);
   return __builtin_shufflevector(e, e, 0, 4, 2, 6, 1, 5, 3, 7);
 }
 
@@ -285,23 +298,18 @@ INLINE void dot_products(const T* a, const T* source, const int64_t* offsets, in
   }
 }
 
-// The same for two neighbouring groups of 8 channels at once, as 16 lanes: the 8-lane tree runs in each half.
-// out[t] and out[taps + t] (the next group's) for t < count.
+// The same for two neighbouring groups of 8 channels at once, as 16 lanes: the folds of 8 lanes and below run in
+// each half. out[t] and out[taps + t] (the next group's) for t < count.
 INLINE void pair_dot_products(const float* a, const float* source, const int64_t* offsets, int64_t count,
                               int64_t taps, float* out) {
-  using V = Lanes<float, 16>;
-  const V left = load<V>(a);
+  const Float16 left = load<Float16>(a);
   for (int64_t first = 0; first < count; first += 8) {
-    V p[8];
-    UNROLL for (int64_t t = 0; t < 8; ++t) p[t] = first + t < count ? left * load<V>(source + offsets[first + t]) : V{};
-    UNROLL for (int k = 0; k < 4; ++k)
-      p[k] = __builtin_shufflevector(p[2 * k], p[2 * k + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
-             __builtin_shufflevector(p[2 * k], p[2 * k + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    UNROLL for (int k = 0; k < 2; ++k)
-      p[k] = __builtin_shufflevector(p[2 * k], p[2 * k + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-             __builtin_shufflevector(p[2 * k], p[2 * k + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-    V e = __builtin_shufflevector(p[0], p[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
-          __builtin_shufflevector(p[0], p[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    Float16 p[8];
+    UNROLL for (int64_t t = 0; t < 8; ++t)
+      p[t] = first + t < count ? left * load<Float16>(source + offsets[first + t]) : Float16{};
+    UNROLL for (int k = 0; k < 4; ++k) p[k] = fold<8>(p[2 * k], p[2 * k + 1]);
+    UNROLL for (int k = 0; k < 2; ++k) p[k] = fold<4>(p[2 * k], p[2 * k + 1]);
+    Float16 e = fold<2>(p[0], p[1]);
     e = __builtin_shufflevector(e, e, 0, 4, 2, 6, 1, 5, 3, 7, 8, 12, 10, 14, 9, 13, 11, 15);
     const int64_t n = std::min<int64_t>(8, count - first);
     std::memcpy(out + first, &e, n * sizeof(float));
