@@ -289,6 +289,7 @@ def test_squeue_timing_out_is_one_error_in_launch_and_status(tmp_path, monkeypat
 
 def test_sbatch_refusing_the_jobs_is_one_line_and_leaves_nothing_pending(tmp_path):
     fake_command(tmp_path / "bin", "sbatch", "echo 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    fake_command(tmp_path / "bin", "srun", "exit 1\n")  # submitit's SLURM executor wants one; never run here
     out = tmp_path / "out"
     command = [sys.executable, "-m", "slurm.launch", SMOKE, "--out", str(out), "--executor", "slurm"]
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
