@@ -86,27 +86,27 @@ void with_group_width(int64_t width, Body body) {
   }
 }
 
-// What forward and grad_input gather for one row of the pixels they write, in blocks of 1 or kBlock pixels.
-// The taps of a row's pixel are a grid: rows r < row_count by columns s < column_count, each an arithmetic
-// progression (so are the valid taps of grad_input, solutions of a linear congruence). Tap (r, s) of a block's
-// pixel q weighs by weights[weight_rows[r] + weight_first + s * weight_step + q * weight_pixel_step] the source
-// pixel at sources + source_rows[r] + source_first + s * source_step + q * source_pixel_step (element offsets);
-// the result goes to out + out_offset + q * spacing.
-struct RowPlan {
-  struct Block {
-    int64_t count, column_count, out_offset, spacing;
-    int64_t weight_first, weight_step, weight_pixel_step, source_first, source_step, source_pixel_step;
-  };
-  explicit RowPlan(int64_t k) : weight_rows(k), source_rows(k) {}
+// What forward and grad_input gather, for the pixels of a row they write in blocks of 1 or kBlock pixels. The
+// taps of a pixel are a grid: rows r < row_count (the row's, TapRows) by columns s < column_count (the block's,
+// the same in every row), each an arithmetic progression (so are the valid taps of grad_input, solutions of a
+// linear congruence). Tap (r, s) of a block's pixel q weighs by weights[weight_rows[r] + weight_first +
+// s * weight_step + q * weight_pixel_step] the source pixel at sources + source_rows[r] + source_first +
+// s * source_step + q * source_pixel_step (element offsets); the result goes to out + out_offset + q * spacing.
+struct Block {
+  int64_t count, column_count, out_offset, spacing;
+  int64_t weight_first, weight_step, weight_pixel_step, source_first, source_step, source_pixel_step;
+};
+
+struct TapRows {
+  explicit TapRows(int64_t k) : weight_rows(k), source_rows(k) {}
   int64_t row_count = 0;
   std::vector<int64_t> weight_rows, source_rows;
-  std::vector<Block> blocks;
 };
 
 // The sum over a block's taps of weight * source pixel, for its P pixels at once (independent accumulators, in
 // registers where the group width CG is known at compile time; CG = 0: cg at run time).
 template <typename T, int64_t CG, int64_t P>
-void gather(const RowPlan& plan, const RowPlan::Block& b, int64_t cg, const T* weights, const T* sources, T* out,
+void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, const T* sources, T* out,
             T* scratch) {
   out += b.out_offset;
 #ifdef INVOLUTION_VECTORS
@@ -143,93 +143,97 @@ void gather(const RowPlan& plan, const RowPlan::Block& b, int64_t cg, const T* w
   for (int64_t q = 0; q < P; ++q) std::copy_n(acc + q * cg, cg, out + q * b.spacing);
 }
 
-// Computes a planned row group by group (a group's weights and sources stay in cache while the row is swept).
+// Computes a row group by group (a group's weights and sources stay in cache while the row is swept).
 template <typename T, int64_t CG>
-void gather_row(const Geometry& g, const RowPlan& plan, const T* weights, const T* sources, T* out, T* scratch) {
+void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
+                const T* sources, T* out, T* scratch) {
   const int64_t cg = CG ? CG : g.group_channels();
   for (int64_t group = 0; group < g.groups; ++group) {
     const T* w = weights + group * g.taps();
     const T* source = sources + group * cg;
-    for (const RowPlan::Block& block : plan.blocks) {
+    for (const Block& block : blocks) {
       if (block.count == kBlock)
-        gather<T, CG, kBlock>(plan, block, cg, w, source, out + group * cg, scratch);
+        gather<T, CG, kBlock>(rows, block, cg, w, source, out + group * cg, scratch);
       else
-        gather<T, CG, 1>(plan, block, cg, w, source, out + group * cg, scratch);
+        gather<T, CG, 1>(rows, block, cg, w, source, out + group * cg, scratch);
     }
   }
 }
 
 // out[b, i, j, c] = sum_{u,v} kernel[b, i, j, g, u, v] * input[b, i*s + u*d - p, j*s + v*d - p, c]
+// Pixels whose window lies inside the width in full go kBlock at a time, the others one by one; a block's
+// offsets count from its output row (out and kernel) and from its source rows (input).
 template <typename T, int64_t CG>
 void forward_rows(const Geometry& g, const T* input, const T* kernel, T* out) {
   const int64_t pixel_weights = g.groups * g.taps();
+  std::vector<Block> blocks;
+  for (int64_t j = 0; j < g.out_w;) {
+    int64_t first, last;
+    g.taps_inside(j * g.stride - g.padding, g.width, first, last);
+    const int64_t block_end = (j + kBlock - 1) * g.stride - g.padding + (g.k - 1) * g.dilation;
+    const int64_t count = j + kBlock <= g.out_w && j * g.stride >= g.padding && block_end < g.width ? kBlock : 1;
+    blocks.push_back({count, last - first, j * g.channels, g.channels, j * pixel_weights + first, 1, pixel_weights,
+                      (j * g.stride + first * g.dilation - g.padding) * g.channels, g.dilation * g.channels,
+                      g.stride * g.channels});
+    j += count;
+  }
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
-    RowPlan plan(g.k);
+    TapRows rows(g.k);
     std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
       int64_t first, last;
       g.taps_inside(i * g.stride - g.padding, g.height, first, last);
-      plan.row_count = 0;
+      rows.row_count = 0;
       for (int64_t u = first; u < last; ++u) {
-        plan.weight_rows[plan.row_count] = u * g.k;
-        plan.source_rows[plan.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
+        rows.weight_rows[rows.row_count] = u * g.k;
+        rows.source_rows[rows.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
       }
-      // Pixels whose window lies inside the width in full go kBlock at a time, the others one by one.
-      plan.blocks.clear();
-      for (int64_t j = 0; j < g.out_w;) {
-        g.taps_inside(j * g.stride - g.padding, g.width, first, last);
-        const int64_t block_end = (j + kBlock - 1) * g.stride - g.padding + (g.k - 1) * g.dilation;
-        const int64_t count = j + kBlock <= g.out_w && j * g.stride >= g.padding && block_end < g.width ? kBlock : 1;
-        plan.blocks.push_back({count, last - first, (row * g.out_w + j) * g.channels, g.channels,
-                               (row * g.out_w + j) * pixel_weights + first, 1, pixel_weights,
-                               (j * g.stride + first * g.dilation - g.padding) * g.channels, g.dilation * g.channels,
-                               g.stride * g.channels});
-        j += count;
-      }
-      gather_row<T, CG>(g, plan, kernel, input, out, scratch.data());
+      gather_row<T, CG>(g, rows, blocks, kernel + row * g.out_w * pixel_weights, input,
+                        out + row * g.out_w * g.channels, scratch.data());
     }
   });
 }
 
 // grad_input[b, y, x, c] = sum of kernel[b, i, j, g, u, v] * grad_out[b, i, j, c] over the taps (u, v) whose
 // output pixel (i, j) = ((y + p - u*d) / s, (x + p - v*d) / s) exists (divisible, in range). Input pixels
-// x, x + s, ..., x + (kBlock - 1) s read the same taps, of output pixels j, j + 1, ..., so they go together.
+// x, x + s, ..., x + (kBlock - 1) s read the same taps, of output pixels j, j + 1, ..., so they go together; a
+// block's offsets count from its input row (out) and from the tap rows' first pixels (kernel and grad_out).
 template <typename T, int64_t CG>
 void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* grad_input) {
   const int64_t pixel_weights = g.groups * g.taps();
+  std::vector<Block> blocks;
+  std::vector<int64_t> columns(g.k), out_columns(g.k), last_columns(g.k), last_out_columns(g.k);
+  for (int64_t residue = 0; residue < std::min(g.stride, g.width); ++residue) {
+    for (int64_t x = residue; x < g.width;) {
+      const int64_t column_count = g.taps_reading(x, g.out_w, columns.data(), out_columns.data());
+      const int64_t last = x + (kBlock - 1) * g.stride;
+      bool block = last < g.width &&
+                   g.taps_reading(last, g.out_w, last_columns.data(), last_out_columns.data()) == column_count;
+      for (int64_t s = 0; block && s < column_count; ++s)
+        block = last_columns[s] == columns[s] && last_out_columns[s] == out_columns[s] + kBlock - 1;
+      const int64_t count = block ? kBlock : 1;
+      const int64_t column_step = column_count > 1 ? columns[1] - columns[0] : 0;
+      const int64_t out_step = column_count > 1 ? out_columns[1] - out_columns[0] : 0;
+      blocks.push_back({count, column_count, x * g.channels, g.stride * g.channels,
+                        out_columns[0] * pixel_weights + columns[0], out_step * pixel_weights + column_step,
+                        pixel_weights, out_columns[0] * g.channels, out_step * g.channels, g.channels});
+      x += count * g.stride;
+    }
+  }
   at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
-    RowPlan plan(g.k);
-    std::vector<int64_t> tap_rows(g.k), out_rows(g.k), columns(g.k), out_columns(g.k), last_columns(g.k),
-        last_out_columns(g.k);
+    TapRows rows(g.k);
+    std::vector<int64_t> tap_rows(g.k), out_rows(g.k);
     std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.height, y = row % g.height;
-      plan.row_count = g.taps_reading(y, g.out_h, tap_rows.data(), out_rows.data());
-      for (int64_t r = 0; r < plan.row_count; ++r) {
+      rows.row_count = g.taps_reading(y, g.out_h, tap_rows.data(), out_rows.data());
+      for (int64_t r = 0; r < rows.row_count; ++r) {
         const int64_t pixel = (b * g.out_h + out_rows[r]) * g.out_w;  // the first of that output row
-        plan.weight_rows[r] = pixel * pixel_weights + tap_rows[r] * g.k;
-        plan.source_rows[r] = pixel * g.channels;
+        rows.weight_rows[r] = pixel * pixel_weights + tap_rows[r] * g.k;
+        rows.source_rows[r] = pixel * g.channels;
       }
-      plan.blocks.clear();
-      for (int64_t residue = 0; residue < std::min(g.stride, g.width); ++residue) {
-        for (int64_t x = residue; x < g.width;) {
-          const int64_t column_count = g.taps_reading(x, g.out_w, columns.data(), out_columns.data());
-          const int64_t last = x + (kBlock - 1) * g.stride;
-          bool block = last < g.width &&
-                       g.taps_reading(last, g.out_w, last_columns.data(), last_out_columns.data()) == column_count;
-          for (int64_t s = 0; block && s < column_count; ++s)
-            block = last_columns[s] == columns[s] && last_out_columns[s] == out_columns[s] + kBlock - 1;
-          const int64_t count = block ? kBlock : 1;
-          const int64_t column_step = column_count > 1 ? columns[1] - columns[0] : 0;
-          const int64_t out_step = column_count > 1 ? out_columns[1] - out_columns[0] : 0;
-          plan.blocks.push_back({count, column_count, (row * g.width + x) * g.channels, g.stride * g.channels,
-                                 out_columns[0] * pixel_weights + columns[0], out_step * pixel_weights + column_step,
-                                 pixel_weights, out_columns[0] * g.channels, out_step * g.channels, g.channels});
-          x += count * g.stride;
-        }
-      }
-      gather_row<T, CG>(g, plan, kernel, grad_out, grad_input, scratch.data());
+      gather_row<T, CG>(g, rows, blocks, kernel, grad_out, grad_input + row * g.width * g.channels, scratch.data());
     }
   });
 }
