@@ -21,9 +21,10 @@
 """
 
 import argparse
+import contextlib
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -151,11 +152,20 @@ def rednet50_part(repeats: int) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]):
+    """torch's intra-op threads set to count (None: unchanged) inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def demo_part(repeats: int) -> list[str]:
     """The goal's RedNet-26 has 8 channels per group; make demo's grids train it with 16 (the paper's)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
         models = {
             (width, b): build_model("rednet26", kernel_size=7, group_channels=width, backend=b, **options)
@@ -169,8 +179,6 @@ def demo_part(repeats: int) -> list[str]:
             {name: train_step(m.to(memory_format=torch.channels_last), images, labels) for name, m in models.items()},
             repeats,
         )
-    finally:
-        torch.set_num_threads(threads)
     images_per_s = {name: 128e3 / ms for name, ms in times.items()}
     base = images_per_s["resnet26"]
     lines = [f"demo model training, B128 28x28, 1 thread, channels_last: ResNet-26 {base:.0f} img/s"]
@@ -214,17 +222,15 @@ def kernels_part(repeats: int) -> list[str]:
     lines = []
     parts = (("RedNet-50", RESNET50_LAYERS, None), ("demo RedNet-26 (8 channels per group)", DEMO_LAYERS, 1))
     for title, layers, threads in parts:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads or previous)
-        n = torch.get_num_threads()
-        lines.append(f"{title} layers, K=7, fp32, channels-last, {n} thread{'s' if n > 1 else ''} (ms):")
-        for batch, channels, size, groups, stride in layers:
-            times = kernel_times(batch, channels, size, groups, stride, repeats)
-            lines.append(
-                f"  B{batch} C{channels} {size}² G{groups} stride {stride}: "
-                + ", ".join(f"{name} {ms:.2f}" for name, ms in times.items())
-            )
-        torch.set_num_threads(previous)
+        with torch_threads(threads):
+            n = torch.get_num_threads()
+            lines.append(f"{title} layers, K=7, fp32, channels-last, {n} thread{'s' if n > 1 else ''} (ms):")
+            for batch, channels, size, groups, stride in layers:
+                times = kernel_times(batch, channels, size, groups, stride, repeats)
+                lines.append(
+                    f"  B{batch} C{channels} {size}² G{groups} stride {stride}: "
+                    + ", ".join(f"{name} {ms:.2f}" for name, ms in times.items())
+                )
     return lines
 
 
