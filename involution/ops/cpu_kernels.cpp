@@ -6,10 +6,12 @@
 // compile-time constant and the accumulators stay in registers). All three kernels gather into the pixels they
 // write, so threads (one image row each) never write the same element:
 // - forward: several output pixels at once (independent accumulators, so the multiply-adds of one pixel do not
-//   wait for each other);
+//   wait for each other; where their windows overlap, each source pixel is loaded once for all of them);
 // - the input gradient: the forward's windows read backwards, likewise several input pixels at once;
-// - the kernel gradient (also the local correlation of a query with a key): a dot product over a group's
-//   channels per tap, reduced for 16 (or 8) taps together by a transposing tree of vector additions.
+// - the kernel gradient (also the local correlation of a query with a key): at stride 1 and K = 5 or 7 (float),
+//   multiply-adds with the vector's lanes over 16 neighbouring pixels of a row, on channel-major copies of the
+//   rows; otherwise a dot product over a group's channels per tap, reduced for 16 (or 8) taps together by a
+//   transposing tree of vector additions.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -143,6 +146,59 @@ void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, c
   for (int64_t q = 0; q < P; ++q) std::copy_n(acc + q * cg, cg, out + q * b.spacing);
 }
 
+#ifdef INVOLUTION_VECTORS
+// gather for a block of kBlock pixels whose windows overlap: tap s of pixel q reads the source pixel A * q + D * s
+// steps of `unit` elements from the block's first tap (forward: A = stride / dilation, D = 1; grad_input: A = 1,
+// D = -1), so each source pixel of a tap row is loaded once for every tap that reads it. COLS = column_count.
+template <typename T, int64_t CG, int64_t COLS, int64_t A, int64_t D>
+void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
+  using V = Lanes<T, CG>;
+  constexpr int64_t P = kBlock, origin = D > 0 ? 0 : COLS - 1, span = A * (P - 1) + COLS;
+  const int64_t unit = b.source_pixel_step / A;
+  V acc[P] = {};
+  for (int64_t r = 0; r < plan.row_count; ++r) {
+    const T* w = weights + plan.weight_rows[r] + b.weight_first;
+    const T* source = sources + plan.source_rows[r] + b.source_first - origin * unit;
+    V row[P] = {};  // a chain of multiply-adds per row, as in gather
+    UNROLL for (int64_t e = 0; e < span; ++e) {
+      const V x = load<V>(source + e * unit);
+      UNROLL for (int64_t q = 0; q < P; ++q) {
+        const int64_t s = D * (e - origin - A * q);
+        if (s >= 0 && s < COLS) row[q] += w[s * b.weight_step + q * b.weight_pixel_step] * x;
+      }
+    }
+    UNROLL for (int64_t q = 0; q < P; ++q) acc[q] += row[q];
+  }
+  out += b.out_offset;
+  UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
+}
+
+// Runs overlapping_gather where it applies (a full block of a common width whose taps' sources overlap);
+// false otherwise.
+template <typename T, int64_t CG>
+bool gathered_overlapping(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
+  if constexpr (CG > 0) {
+    if (b.count != kBlock || b.source_step == 0) return false;
+    const int64_t a = b.source_pixel_step / std::abs(b.source_step);
+    if (b.source_pixel_step % std::abs(b.source_step)) return false;
+    auto run = [&](auto cols) {
+      constexpr int64_t C = decltype(cols)::value;
+      if (b.source_step > 0 && a == 1) return overlapping_gather<T, CG, C, 1, 1>(plan, b, weights, sources, out), true;
+      if (b.source_step > 0 && a == 2) return overlapping_gather<T, CG, C, 2, 1>(plan, b, weights, sources, out), true;
+      if (b.source_step < 0 && a == 1) return overlapping_gather<T, CG, C, 1, -1>(plan, b, weights, sources, out), true;
+      return false;
+    };
+    switch (b.column_count) {
+      case 3: return run(std::integral_constant<int64_t, 3>());
+      case 4: return run(std::integral_constant<int64_t, 4>());
+      case 5: return run(std::integral_constant<int64_t, 5>());
+      case 7: return run(std::integral_constant<int64_t, 7>());
+    }
+  }
+  return false;
+}
+#endif
+
 // Computes a row group by group (a group's weights and sources stay in cache while the row is swept).
 template <typename T, int64_t CG>
 void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
@@ -152,6 +208,9 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
     const T* w = weights + group * g.taps();
     const T* source = sources + group * cg;
     for (const Block& block : blocks) {
+#ifdef INVOLUTION_VECTORS
+      if (gathered_overlapping<T, CG>(rows, block, w, source, out + group * cg)) continue;
+#endif
       if (block.count == kBlock)
         gather<T, CG, kBlock>(rows, block, cg, w, source, out + group * cg, scratch);
       else
@@ -399,6 +458,129 @@ void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, T* g
   });
 }
 
+#ifdef INVOLUTION_VECTORS
+// The kernel gradient at stride 1 with a vector's lanes over kLanes neighbouring output pixels of a row instead of
+// over a group's channels, so that no horizontal sums are needed. Per thread, a row of grad_out and the input rows
+// its windows read are transposed to channel-major (an input row once while the thread's rows are swept: a ring of
+// slots), with zeros outside the input, so that the kLanes pixels' sources of a tap are contiguous. A tap's kLanes
+// dot products are then multiply-adds over the group's channels, collected in a tile (tap by pixel) that is
+// transposed on the way out.
+constexpr int64_t kLanes = 16;
+using Pixels = Lanes<float, kLanes>;
+
+// One round of a 16 x 16 transpose (rows m[0..15]): for rows r without bit H, the lanes with bit H of row r
+// swap with the lanes without it of row r + H. Rounds H = 8, 4, 2, 1 transpose m.
+template <int64_t H, size_t... I>
+INLINE void transpose_round(Pixels* m, std::index_sequence<I...>) {
+  UNROLL for (int64_t r = 0; r < kLanes; ++r)
+    if (!(r & H)) {
+      const Pixels a = m[r], b = m[r + H];
+      m[r] = __builtin_shufflevector(a, b, ((I & H) ? 16 + I - H : I)...);
+      m[r + H] = __builtin_shufflevector(a, b, ((I & H) ? 16 + I : I + H)...);
+    }
+}
+
+INLINE void transpose(Pixels* m) {
+  transpose_round<8>(m, std::make_index_sequence<kLanes>());
+  transpose_round<4>(m, std::make_index_sequence<kLanes>());
+  transpose_round<2>(m, std::make_index_sequence<kLanes>());
+  transpose_round<1>(m, std::make_index_sequence<kLanes>());
+}
+
+// to[c * to_stride + n] = from[n * channels + c] for n < count, c < channels (channels-last pixels to
+// channel-major rows); 16 x 16 blocks where channels allow, with the pixels past count of a block written as
+// zeros (to has room for them).
+void channel_major(const float* from, int64_t count, int64_t channels, float* to, int64_t to_stride) {
+  if (channels % kLanes) {
+    for (int64_t n = 0; n < count; ++n)
+      for (int64_t c = 0; c < channels; ++c) to[c * to_stride + n] = from[n * channels + c];
+    return;
+  }
+  for (int64_t n0 = 0; n0 < count; n0 += kLanes)
+    for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+      Pixels m[kLanes];
+      UNROLL for (int64_t k = 0; k < kLanes; ++k)
+        m[k] = n0 + k < count ? load<Pixels>(from + (n0 + k) * channels + c0) : Pixels{};
+      transpose(m);
+      UNROLL for (int64_t k = 0; k < kLanes; ++k) std::memcpy(to + (c0 + k) * to_stride + n0, &m[k], sizeof(Pixels));
+    }
+}
+
+template <int64_t K>
+void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* input, float* grad_kernel) {
+  const int64_t taps = K * K, channels = g.channels, cg = g.group_channels(), d = g.dilation;
+  const int64_t lanes_w = (g.out_w + kLanes - 1) / kLanes * kLanes;  // the row's pixels, rounded up
+  // A transposed input row: `columns` per channel, from column -padding (room for the last block's transpose).
+  const int64_t columns = std::max(lanes_w + (K - 1) * d, g.width + g.padding + kLanes);
+  const int64_t slots = (K - 1) * d + 1;
+  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
+    // Zeros where no input column lands (the padding), once: the transposes below rewrite the same columns.
+    std::vector<float> rows(slots * channels * columns, 0.f), grad_rows(channels * lanes_w, 0.f);
+    std::vector<int64_t> tags(slots, -1);  // which input row (b * height + y) each slot holds
+    std::vector<float> tile(taps * kLanes);
+    const float* sources[K];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / g.out_h, i = row % g.out_h;
+      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows.data(), lanes_w);
+      for (int64_t u = 0; u < K; ++u) {
+        const int64_t y = i + u * d - g.padding, tag = b * g.height + y;
+        sources[u] = nullptr;
+        if (y < 0 || y >= g.height) continue;
+        float* slot = rows.data() + y % slots * channels * columns;
+        sources[u] = slot;
+        if (tags[y % slots] != tag) {
+          tags[y % slots] = tag;
+          channel_major(input + tag * g.width * channels, g.width, channels, slot + g.padding, columns);
+        }
+      }
+      for (int64_t group = 0; group < g.groups; ++group)
+        for (int64_t j0 = 0; j0 < g.out_w; j0 += kLanes) {
+          const float* a = grad_rows.data() + group * cg * lanes_w + j0;
+          for (int64_t u = 0; u < K; ++u) {
+            Pixels acc[K] = {};
+            if (sources[u]) {
+              const float* x = sources[u] + group * cg * columns + j0;
+              for (int64_t c = 0; c < cg; ++c) {
+                const Pixels left = load<Pixels>(a + c * lanes_w);
+                UNROLL for (int64_t v = 0; v < K; ++v) acc[v] += left * load<Pixels>(x + c * columns + v * d);
+              }
+            }
+            std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
+          }
+          // The tile (tap by pixel) out pixel by pixel: 16 taps at a time by transposes, the rest one by one.
+          float* out = grad_kernel + ((row * g.out_w + j0) * g.groups + group) * taps;
+          const int64_t pixels = std::min(kLanes, g.out_w - j0), pixel_step = g.groups * taps;
+          int64_t t0 = 0;
+          for (; t0 + kLanes <= taps; t0 += kLanes) {
+            Pixels m[kLanes];
+            UNROLL for (int64_t k = 0; k < kLanes; ++k) m[k] = load<Pixels>(tile.data() + (t0 + k) * kLanes);
+            transpose(m);
+            for (int64_t l = 0; l < pixels; ++l) std::memcpy(out + l * pixel_step + t0, &m[l], sizeof(Pixels));
+          }
+          for (int64_t l = 0; l < pixels; ++l)
+            for (int64_t t = t0; t < taps; ++t) out[l * pixel_step + t] = tile[t * kLanes + l];
+        }
+    }
+  });
+}
+
+// grad_kernel_lanes where it applies (float, stride 1, K = 5 or 7, rows of at least kMinLanes pixels); false
+// otherwise.
+constexpr int64_t kMinLanes = 5;
+
+template <typename T>
+bool grad_kernel_by_lanes(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (g.stride != 1 || g.out_w < kMinLanes) return false;
+    switch (g.k) {
+      case 5: return grad_kernel_lanes<5>(g, grad_out, input, grad_kernel), true;
+      case 7: return grad_kernel_lanes<7>(g, grad_out, input, grad_kernel), true;
+    }
+  }
+  return false;
+}
+#endif
+
 void check(const at::Tensor& t, int64_t dim, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "involution cpp backend: ", name, " must be a CPU tensor");
   TORCH_CHECK(t.dim() == dim && t.is_contiguous(), "involution cpp backend: ", name, " must be a contiguous ",
@@ -453,8 +635,12 @@ at::Tensor grad_kernel(const at::Tensor& grad_out, const at::Tensor& input, int6
   const Geometry g = geometry(input, grad_out, k, groups, stride, padding, dilation);
   at::Tensor grad = at::empty({g.batch, g.out_h, g.out_w, groups * k * k}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "involution_grad_kernel", [&] {
-    grad_kernel_rows<scalar_t>(g, grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
-                               grad.mutable_data_ptr<scalar_t>());
+    const scalar_t *a = grad_out.const_data_ptr<scalar_t>(), *x = input.const_data_ptr<scalar_t>();
+    scalar_t* out = grad.mutable_data_ptr<scalar_t>();
+#ifdef INVOLUTION_VECTORS
+    if (grad_kernel_by_lanes(g, a, x, out)) return;
+#endif
+    grad_kernel_rows<scalar_t>(g, a, x, out);
   });
   return grad;
 }
