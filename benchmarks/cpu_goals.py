@@ -13,11 +13,16 @@
 4. "kernels" (not a goal; where the op's time goes): each compiled kernel (forward, grad_input, grad_kernel) on
    its own, channels-last, at RedNet-50's involution layers (B8; torch's threads) and the demo model's (B128; one
    thread), with a depthwise KxK convolution's forward beside it.
+5. "bounds" (not a goal; what the goals leave to the involution layers): RedNet-50 and the demo's RedNet-26 with
+   every involution as it is, with its aggregation free (the kernel generation kept: the map is computed, and a
+   dense gradient of it handed back, as the aggregation's backward does) and with the whole layer free (the
+   input passed on, subsampled by the stride), each against the ResNet of part 2 or 3.
 
     python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
     python benchmarks/cpu_goals.py --parts op demo --repeats 9
     python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
     python benchmarks/cpu_goals.py --parts kernels
+    python benchmarks/cpu_goals.py --parts bounds
 """
 
 import argparse
@@ -30,11 +35,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from involution import involution2d
+from involution import Involution2d, involution2d
 from involution.models import build_model
 from involution.ops import BACKENDS, cpp_ops
 
-PARTS = ("op", "rednet50", "demo", "kernels")
+PARTS = ("op", "rednet50", "demo", "kernels", "bounds")
 
 
 def interleaved_ms(candidates: dict[str, Callable], repeats: int) -> dict[str, float]:
@@ -234,6 +239,90 @@ def kernels_part(repeats: int) -> list[str]:
     return lines
 
 
+class _SinkMap(torch.autograd.Function):
+    """The input subsampled by the stride; backward hands back a dense (zero) gradient of the kernel map, as the
+    aggregation's backward does, so that the generation's backward runs as in training."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_map, stride):
+        ctx.save_for_backward(kernel_map)
+        ctx.shape, ctx.stride = x.shape, stride
+        return x[:, :, ::stride, ::stride].clone(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kernel_map,) = ctx.saved_tensors
+        grad_x = grad.new_zeros(ctx.shape).to(memory_format=torch.channels_last)
+        grad_x[:, :, :: ctx.stride, :: ctx.stride] = grad
+        return grad_x, torch.zeros_like(kernel_map), None
+
+
+class FreeAggregation(torch.nn.Module):
+    """An involution whose aggregation costs nothing: its kernel generation only."""
+
+    def __init__(self, involution: Involution2d):
+        super().__init__()
+        self.involution = involution
+
+    def forward(self, x):
+        return _SinkMap.apply(x, self.involution.generate_kernel(x), self.involution.stride)
+
+
+class FreeInvolution(torch.nn.Module):
+    """An involution that costs nothing: the input, subsampled by the stride."""
+
+    def __init__(self, involution: Involution2d):
+        super().__init__()
+        self.stride = involution.stride
+
+    def forward(self, x):
+        return x[:, :, :: self.stride, :: self.stride].clone(memory_format=torch.channels_last)
+
+
+def with_involutions_as(model: torch.nn.Module, replacement) -> torch.nn.Module:
+    for name, child in model.named_children():
+        if isinstance(child, Involution2d):
+            setattr(model, name, replacement(child))
+        else:
+            with_involutions_as(child, replacement)
+    return model
+
+
+def bounds_part(repeats: int) -> list[str]:
+    variants = {"as it is": None, "aggregation free": FreeAggregation, "whole layer free": FreeInvolution}
+
+    def rednets(build) -> dict:
+        return {name: build() if r is None else with_involutions_as(build(), r) for name, r in variants.items()}
+
+    lines = [
+        "What the goals leave to the involution layers: RedNet with its involutions as they are, with their "
+        "aggregation free (kernel generation kept), and with the whole layer free (ratios to the ResNet):"
+    ]
+    images, labels = torch.randn(8, 3, 224, 224).to(memory_format=torch.channels_last), torch.randint(0, 1000, (8,))
+    models = {**rednets(lambda: build_model("rednet50")), "resnet50": torchvision.models.resnet50()}
+    models = {name: model.to(memory_format=torch.channels_last) for name, model in models.items()}
+    candidates = {(name, "train"): train_step(model, images, labels) for name, model in models.items()}
+    candidates.update({(name, "infer"): inference(model, images) for name, model in models.items()})
+    times = interleaved_ms(candidates, repeats)
+    for what, goal in (("train", "<= 0.9x"), ("infer", "<= 0.8x")):
+        base = times["resnet50", what]
+        ratios = ", ".join(f"{name} {times[name, what] / base:.2f}x" for name in variants)
+        lines.append(f"  RedNet-50 {what} (B8 224², goal {goal}): {ratios}")
+    with torch_threads(1):
+        options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+        models = {**rednets(lambda: build_model("rednet26", kernel_size=7, group_channels=8, **options))}
+        models["resnet26"] = build_model("resnet26", **options)
+        images, labels = torch.randn(128, 1, 28, 28).to(memory_format=torch.channels_last), torch.randint(0, 10, (128,))
+        times = interleaved_ms(
+            {name: train_step(m.to(memory_format=torch.channels_last), images, labels) for name, m in models.items()},
+            repeats,
+        )
+    # images/s ratios: the inverse of the time ratios
+    ratios = ", ".join(f"{name} {times['resnet26'] / times[name]:.2f}x" for name in variants)
+    lines.append(f"  demo RedNet-26, 8 channels per group, training images/s (1 thread, goal >= 0.8x): {ratios}")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:3]))
@@ -244,7 +333,13 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    parts = {"op": op_part, "rednet50": rednet50_part, "demo": demo_part, "kernels": kernels_part}
+    parts = {
+        "op": op_part,
+        "rednet50": rednet50_part,
+        "demo": demo_part,
+        "kernels": kernels_part,
+        "bounds": bounds_part,
+    }
     for name in args.parts:
         print("\n".join(parts[name](args.repeats)), flush=True)
 

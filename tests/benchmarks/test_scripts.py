@@ -67,3 +67,39 @@ def test_cpu_goals_times_each_compiled_kernel_beside_a_depthwise_convolution():
     assert len(layers) == 10
     for line in layers:
         assert all(f"{name} " in line for name in ("forward", "grad_input", "grad_kernel", "depthwise")), line
+
+
+def test_cpu_goals_bounds_stand_ins_keep_shapes_and_run_the_kernel_generation_backward():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import cpu_goals
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    import torch
+
+    from involution import Involution2d
+    from involution.models import build_model
+
+    def demo_model():
+        options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+        return build_model("rednet26", kernel_size=7, group_channels=8, **options)
+
+    def output_shapes(modules):
+        shapes = []
+        for m in modules:
+            m.register_forward_hook(lambda module, args, out: shapes.append(out.shape) and None)
+        return shapes
+
+    images = torch.randn(2, 1, 28, 28).to(memory_format=torch.channels_last)
+    real = demo_model()
+    expected = output_shapes([m for m in real.modules() if isinstance(m, Involution2d)])
+    real(images)
+    for replacement in (cpu_goals.FreeAggregation, cpu_goals.FreeInvolution):
+        model = cpu_goals.with_involutions_as(demo_model(), replacement)
+        stand_ins = [m for m in model.modules() if isinstance(m, replacement)]
+        kept = [m for m in model.modules() if isinstance(m, Involution2d)]
+        assert kept == [m.involution for m in stand_ins if replacement is cpu_goals.FreeAggregation]
+        shapes = output_shapes(stand_ins)
+        model(images).sum().backward()
+        assert shapes == expected
+        assert all(m.conv2.conv.weight.grad is not None for m in kept)  # the generation's backward ran
