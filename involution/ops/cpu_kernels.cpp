@@ -78,6 +78,13 @@ struct Geometry {
   }
 };
 
+// Asks for `bytes` from p to be brought into cache (a hint; nothing where the compiler has no such builtin).
+void prefetch(const void* p, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(static_cast<const char*>(p) + i, 0, 2);
+#endif
+}
+
 // Calls body(std::integral_constant<int64_t, N>) for the common group widths, body(0-constant) otherwise.
 template <typename Body>
 void with_group_width(int64_t width, Body body) {
@@ -199,23 +206,29 @@ bool gathered_overlapping(const TapRows& plan, const Block& b, const T* weights,
 }
 #endif
 
-// Computes a row group by group (a group's weights and sources stay in cache while the row is swept).
-template <typename T, int64_t CG>
+// Computes a row's blocks: group by group (a group's sources stay in cache while the row is swept: grad_input), or
+// each block's groups together (each pixel's kernel weights, contiguous across groups, are read in order: forward).
+template <typename T, int64_t CG, bool GROUP_OUTER>
 void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
                 const T* sources, T* out, T* scratch) {
   const int64_t cg = CG ? CG : g.group_channels();
-  for (int64_t group = 0; group < g.groups; ++group) {
+  auto run = [&](const Block& block, int64_t group) {
     const T* w = weights + group * g.taps();
     const T* source = sources + group * cg;
-    for (const Block& block : blocks) {
 #ifdef INVOLUTION_VECTORS
-      if (gathered_overlapping<T, CG>(rows, block, w, source, out + group * cg)) continue;
+    if (gathered_overlapping<T, CG>(rows, block, w, source, out + group * cg)) return;
 #endif
-      if (block.count == kBlock)
-        gather<T, CG, kBlock>(rows, block, cg, w, source, out + group * cg, scratch);
-      else
-        gather<T, CG, 1>(rows, block, cg, w, source, out + group * cg, scratch);
-    }
+    if (block.count == kBlock)
+      gather<T, CG, kBlock>(rows, block, cg, w, source, out + group * cg, scratch);
+    else
+      gather<T, CG, 1>(rows, block, cg, w, source, out + group * cg, scratch);
+  };
+  if (GROUP_OUTER) {
+    for (int64_t group = 0; group < g.groups; ++group)
+      for (const Block& block : blocks) run(block, group);
+  } else {
+    for (const Block& block : blocks)
+      for (int64_t group = 0; group < g.groups; ++group) run(block, group);
   }
 }
 
@@ -248,7 +261,7 @@ void forward_rows(const Geometry& g, const T* input, const T* kernel, T* out) {
         rows.weight_rows[rows.row_count] = u * g.k;
         rows.source_rows[rows.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
       }
-      gather_row<T, CG>(g, rows, blocks, kernel + row * g.out_w * pixel_weights, input,
+      gather_row<T, CG, false>(g, rows, blocks, kernel + row * g.out_w * pixel_weights, input,
                         out + row * g.out_w * g.channels, scratch.data());
     }
   });
@@ -282,17 +295,31 @@ void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* g
   }
   at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
     TapRows rows(g.k);
-    std::vector<int64_t> tap_rows(g.k), out_rows(g.k);
+    std::vector<int64_t> tap_rows(g.k), out_rows(g.k), next_taps(g.k), next_out_rows(g.k);
     std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.height, y = row % g.height;
       rows.row_count = g.taps_reading(y, g.out_h, tap_rows.data(), out_rows.data());
+      // The output rows that the next input row reads and this one does not (their kernel weights are read
+      // across many pixels at once, an order the hardware prefetchers do not follow): fetched while this row
+      // is computed.
+      if (y + 1 < g.height) {
+        const int64_t newest = rows.row_count ? out_rows[0] : -1, count = g.taps_reading(y + 1, g.out_h,
+                                                                                          next_taps.data(),
+                                                                                          next_out_rows.data());
+        for (int64_t r = 0; r < count && next_out_rows[r] > newest; ++r) {
+          const int64_t pixel = (b * g.out_h + next_out_rows[r]) * g.out_w;
+          prefetch(kernel + pixel * pixel_weights, g.out_w * pixel_weights * sizeof(T));
+          prefetch(grad_out + pixel * g.channels, g.out_w * g.channels * sizeof(T));
+        }
+      }
       for (int64_t r = 0; r < rows.row_count; ++r) {
         const int64_t pixel = (b * g.out_h + out_rows[r]) * g.out_w;  // the first of that output row
         rows.weight_rows[r] = pixel * pixel_weights + tap_rows[r] * g.k;
         rows.source_rows[r] = pixel * g.channels;
       }
-      gather_row<T, CG>(g, rows, blocks, kernel, grad_out, grad_input + row * g.width * g.channels, scratch.data());
+      gather_row<T, CG, true>(g, rows, blocks, kernel, grad_out, grad_input + row * g.width * g.channels,
+                              scratch.data());
     }
   });
 }
