@@ -206,9 +206,14 @@ bool gathered_overlapping(const TapRows& plan, const Block& b, const T* weights,
 }
 #endif
 
-// Computes a row's blocks: group by group (a group's sources stay in cache while the row is swept: grad_input), or
-// each block's groups together (each pixel's kernel weights, contiguous across groups, are read in order: forward).
-template <typename T, int64_t CG, bool GROUP_OUTER>
+// Computes a row, in one of two orders:
+// - BY_GROUP (grad_input): the blocks of kBlock pixels group by group (a group's sources stay in cache while the
+//   row is swept), then the single pixels (near the borders; all of them in rows narrower than a block's windows)
+//   kBlock (or 2) groups at a time, as independent accumulators, so that their multiply-adds do not wait for each
+//   other;
+// - otherwise (forward): block after block in the row, each block's groups in turn (each pixel's kernel weights,
+//   contiguous across groups, are then read in order).
+template <typename T, int64_t CG, bool BY_GROUP>
 void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
                 const T* sources, T* out, T* scratch) {
   const int64_t cg = CG ? CG : g.group_channels();
@@ -220,15 +225,27 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
 #endif
     if (block.count == kBlock)
       gather<T, CG, kBlock>(rows, block, cg, w, source, out + group * cg, scratch);
+    else if (block.count == 2)
+      gather<T, CG, 2>(rows, block, cg, w, source, out + group * cg, scratch);
     else
       gather<T, CG, 1>(rows, block, cg, w, source, out + group * cg, scratch);
   };
-  if (GROUP_OUTER) {
-    for (int64_t group = 0; group < g.groups; ++group)
-      for (const Block& block : blocks) run(block, group);
-  } else {
+  if (!BY_GROUP) {
     for (const Block& block : blocks)
       for (int64_t group = 0; group < g.groups; ++group) run(block, group);
+    return;
+  }
+  for (int64_t group = 0; group < g.groups; ++group)
+    for (const Block& block : blocks)
+      if (block.count == kBlock) run(block, group);
+  for (const Block& block : blocks) {
+    if (block.count == kBlock) continue;
+    Block groups = block;  // its "pixels" are the groups of this one pixel
+    groups.weight_pixel_step = g.taps(), groups.source_pixel_step = cg, groups.spacing = cg;
+    int64_t group = 0;
+    for (groups.count = kBlock; group + kBlock <= g.groups; group += kBlock) run(groups, group);
+    for (groups.count = 2; group + 2 <= g.groups; group += 2) run(groups, group);
+    for (; group < g.groups; ++group) run(block, group);
   }
 }
 

@@ -46,13 +46,14 @@ def test_matches_reference_on_random_shapes(problem, channels_last, dtype):
 
 
 @pytest.mark.parametrize("group_channels", [8, 16, 32])
-@pytest.mark.parametrize("groups", [1, 2, 3])
+@pytest.mark.parametrize("groups", [1, 2, 3, 5])
 @pytest.mark.parametrize(
     "k,stride,dilation", [(3, 1, 1), (5, 1, 1), (7, 1, 1), (7, 2, 1), (3, 1, 2), (7, 1, 2), (5, 2, 2)]
 )
 def test_every_vector_path_matches_reference(group_channels, groups, k, stride, dilation):
     """Each float32 fast path on an odd-sized image wide enough for blocks of pixels and windows inside it, and
-    for the kernel gradient's rows of 16 pixels (17 columns: a full block and one pixel)."""
+    for the kernel gradient's rows of 16 pixels (17 columns: a full block and one pixel); single pixels go 4, 2
+    or 1 groups at a time."""
     x, kernel, padding = random_problem(2, groups * group_channels, groups, 13, 17, k, stride, dilation)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
     x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
