@@ -8,10 +8,10 @@
 // - forward: several output pixels at once (independent accumulators, so the multiply-adds of one pixel do not
 //   wait for each other; where their windows overlap, each source pixel is loaded once for all of them);
 // - the input gradient: the forward's windows read backwards, likewise several input pixels at once;
-// - the kernel gradient (also the local correlation of a query with a key): at stride 1 and K = 5 or 7 (float),
-//   multiply-adds with the vector's lanes over 16 neighbouring pixels of a row, on channel-major copies of the
-//   rows; otherwise a dot product over a group's channels per tap, reduced for 16 (or 8) taps together by a
-//   transposing tree of vector additions.
+// - the kernel gradient (also the local correlation of a query with a key), in float: multiply-adds with the
+//   vector's lanes over 16 neighbouring pixels of a row (stride 1, K = 5 or 7), or over 16 images (rows narrower
+//   than a vector), on channel-major copies of the rows; otherwise a dot product over a group's channels per tap,
+//   reduced for 16 (or 8) taps together by a transposing tree of vector additions.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -531,23 +531,38 @@ INLINE void transpose(Pixels* m) {
   transpose_round<1>(m, std::make_index_sequence<kLanes>());
 }
 
-// to[c * to_stride + n] = from[n * channels + c] for n < count, c < channels (channels-last pixels to
-// channel-major rows); 16 x 16 blocks where channels allow, with the pixels past count of a block written as
-// zeros (to has room for them).
-void channel_major(const float* from, int64_t count, int64_t channels, float* to, int64_t to_stride) {
+// to[c * to_stride + n] = from[n * from_stride + c] for n < count, c < channels (channels-last pixels, or images,
+// to channel-major rows); 16 x 16 blocks where channels allow, with the n past count of a block written as zeros
+// (to has room for them).
+void channel_major(const float* from, int64_t count, int64_t channels, float* to, int64_t to_stride,
+                   int64_t from_stride) {
   if (channels % kLanes) {
     for (int64_t n = 0; n < count; ++n)
-      for (int64_t c = 0; c < channels; ++c) to[c * to_stride + n] = from[n * channels + c];
+      for (int64_t c = 0; c < channels; ++c) to[c * to_stride + n] = from[n * from_stride + c];
     return;
   }
   for (int64_t n0 = 0; n0 < count; n0 += kLanes)
     for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
       Pixels m[kLanes];
       UNROLL for (int64_t k = 0; k < kLanes; ++k)
-        m[k] = n0 + k < count ? load<Pixels>(from + (n0 + k) * channels + c0) : Pixels{};
+        m[k] = n0 + k < count ? load<Pixels>(from + (n0 + k) * from_stride + c0) : Pixels{};
       transpose(m);
       UNROLL for (int64_t k = 0; k < kLanes; ++k) std::memcpy(to + (c0 + k) * to_stride + n0, &m[k], sizeof(Pixels));
     }
+}
+
+// Writes a tile of kernel-gradient rows (tile[t * kLanes + l]: tap t of lane l) to out + l * lane_step + t for
+// l < lanes: 16 taps at a time by transposes, the rest one by one.
+void write_tile(const float* tile, int64_t taps, int64_t lanes, float* out, int64_t lane_step) {
+  int64_t t0 = 0;
+  for (; t0 + kLanes <= taps; t0 += kLanes) {
+    Pixels m[kLanes];
+    UNROLL for (int64_t k = 0; k < kLanes; ++k) m[k] = load<Pixels>(tile + (t0 + k) * kLanes);
+    transpose(m);
+    for (int64_t l = 0; l < lanes; ++l) std::memcpy(out + l * lane_step + t0, &m[l], sizeof(Pixels));
+  }
+  for (int64_t l = 0; l < lanes; ++l)
+    for (int64_t t = t0; t < taps; ++t) out[l * lane_step + t] = tile[t * kLanes + l];
 }
 
 template <int64_t K>
@@ -565,7 +580,7 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
     const float* sources[K];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
-      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows.data(), lanes_w);
+      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows.data(), lanes_w, channels);
       for (int64_t u = 0; u < K; ++u) {
         const int64_t y = i + u * d - g.padding, tag = b * g.height + y;
         sources[u] = nullptr;
@@ -574,7 +589,7 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
         sources[u] = slot;
         if (tags[y % slots] != tag) {
           tags[y % slots] = tag;
-          channel_major(input + tag * g.width * channels, g.width, channels, slot + g.padding, columns);
+          channel_major(input + tag * g.width * channels, g.width, channels, slot + g.padding, columns, channels);
         }
       }
       for (int64_t group = 0; group < g.groups; ++group)
@@ -591,30 +606,75 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
             }
             std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
           }
-          // The tile (tap by pixel) out pixel by pixel: 16 taps at a time by transposes, the rest one by one.
-          float* out = grad_kernel + ((row * g.out_w + j0) * g.groups + group) * taps;
-          const int64_t pixels = std::min(kLanes, g.out_w - j0), pixel_step = g.groups * taps;
-          int64_t t0 = 0;
-          for (; t0 + kLanes <= taps; t0 += kLanes) {
-            Pixels m[kLanes];
-            UNROLL for (int64_t k = 0; k < kLanes; ++k) m[k] = load<Pixels>(tile.data() + (t0 + k) * kLanes);
-            transpose(m);
-            for (int64_t l = 0; l < pixels; ++l) std::memcpy(out + l * pixel_step + t0, &m[l], sizeof(Pixels));
-          }
-          for (int64_t l = 0; l < pixels; ++l)
-            for (int64_t t = t0; t < taps; ++t) out[l * pixel_step + t] = tile[t * kLanes + l];
+          write_tile(tile.data(), taps, std::min(kLanes, g.out_w - j0),
+                     grad_kernel + ((row * g.out_w + j0) * g.groups + group) * taps, g.groups * taps);
         }
     }
   });
 }
 
-// grad_kernel_lanes where it applies (float, stride 1, K = 5 or 7, rows of at least kMinLanes pixels); false
-// otherwise.
-constexpr int64_t kMinLanes = 5;
+// The kernel gradient with the lanes over kLanes images (the same output pixel of each), for rows too narrow to
+// fill a vector: any stride, dilation and padding, and only the taps inside the input computed. Per chunk of
+// kLanes images, the input and grad_out are first transposed to (pixel, channel, image) order.
+template <int64_t K>
+void grad_kernel_images(const Geometry& g, const float* grad_out, const float* input, float* grad_kernel) {
+  const int64_t taps = K * K, channels = g.channels, cg = g.group_channels(), d = g.dilation;
+  const int64_t in_pixels = g.height * g.width, out_pixels = g.out_h * g.out_w;
+  at::parallel_for(0, (g.batch + kLanes - 1) / kLanes, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> sources(in_pixels * channels * kLanes), grads(out_pixels * channels * kLanes);
+    std::vector<float> tile(taps * kLanes);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t b0 = chunk * kLanes, images = std::min(kLanes, g.batch - b0);
+      for (int64_t n = 0; n < in_pixels; ++n)
+        channel_major(input + (b0 * in_pixels + n) * channels, images, channels,
+                      sources.data() + n * channels * kLanes, kLanes, in_pixels * channels);
+      for (int64_t n = 0; n < out_pixels; ++n)
+        channel_major(grad_out + (b0 * out_pixels + n) * channels, images, channels,
+                      grads.data() + n * channels * kLanes, kLanes, out_pixels * channels);
+      for (int64_t pixel = 0; pixel < out_pixels; ++pixel) {
+        const int64_t top = pixel / g.out_w * g.stride - g.padding, left = pixel % g.out_w * g.stride - g.padding;
+        int64_t u_first, u_last, v_first, v_last;
+        g.taps_inside(top, g.height, u_first, u_last);
+        g.taps_inside(left, g.width, v_first, v_last);
+        for (int64_t group = 0; group < g.groups; ++group) {
+          const float* a = grads.data() + (pixel * channels + group * cg) * kLanes;
+          for (int64_t u = 0; u < K; ++u) {
+            Pixels acc[K] = {};
+            if (u >= u_first && u < u_last) {
+              const int64_t row = ((top + u * d) * g.width + left) * channels + group * cg;  // tap (u, 0)'s pixel
+              for (int64_t c = 0; c < cg; ++c) {
+                const Pixels grad = load<Pixels>(a + c * kLanes);
+                UNROLL for (int64_t v = 0; v < K; ++v)
+                  if (v >= v_first && v < v_last)
+                    acc[v] += grad * load<Pixels>(sources.data() + (row + v * d * channels + c) * kLanes);
+              }
+            }
+            std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
+          }
+          write_tile(tile.data(), taps, images, grad_kernel + ((b0 * out_pixels + pixel) * g.groups + group) * taps,
+                     out_pixels * g.groups * taps);
+        }
+      }
+    }
+  });
+}
+
+// The lanes paths where they apply (float): over images for rows narrower than kWideRow pixels in a batch of at
+// least kWideRow images (K = 3, 5 or 7; a thread's copies of kLanes images within kImageCopyBytes), over a row's
+// pixels at stride 1 (K = 5 or 7, rows of at least kMinLanes pixels); false otherwise.
+constexpr int64_t kWideRow = 12, kMinLanes = 5, kImageCopyBytes = int64_t(1) << 26;
 
 template <typename T>
 bool grad_kernel_by_lanes(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
   if constexpr (std::is_same<T, float>::value) {
+    const int64_t copy_bytes = (g.height * g.width + g.out_h * g.out_w) * g.channels * kLanes * sizeof(float);
+    if (g.out_w < kWideRow && g.batch >= kWideRow && copy_bytes <= kImageCopyBytes) {
+      switch (g.k) {
+        case 3: return grad_kernel_images<3>(g, grad_out, input, grad_kernel), true;
+        case 5: return grad_kernel_images<5>(g, grad_out, input, grad_kernel), true;
+        case 7: return grad_kernel_images<7>(g, grad_out, input, grad_kernel), true;
+      }
+    }
     if (g.stride != 1 || g.out_w < kMinLanes) return false;
     switch (g.k) {
       case 5: return grad_kernel_lanes<5>(g, grad_out, input, grad_kernel), true;

@@ -61,6 +61,19 @@ def test_every_vector_path_matches_reference(group_channels, groups, k, stride, 
     assert_all_close(outputs_and_grads(x32, kernel32, stride, padding, dilation, "cpp"), expected, 1e-4, 1e-4)
 
 
+@pytest.mark.parametrize("channels,groups", [(8, 1), (48, 3)])
+@pytest.mark.parametrize(
+    "k,stride,dilation,padding", [(3, 1, 1, None), (7, 1, 1, None), (7, 2, 1, None), (5, 1, 2, None), (7, 1, 1, 1)]
+)
+def test_kernel_gradient_with_images_in_the_lanes(channels, groups, k, stride, dilation, padding):
+    """Rows narrower than a vector in a batch of 17 images (a chunk of 16 and one more) put images in the lanes."""
+    x, kernel, padding = random_problem(17, channels, groups, 6, 5, k, stride, dilation, padding)
+    expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
+    x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
+    kernel32 = kernel.detach().float().requires_grad_()
+    assert_all_close(outputs_and_grads(x32, kernel32, stride, padding, dilation, "cpp"), expected, 1e-4, 1e-4)
+
+
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
 def test_gradcheck_float64(stride, dilation):
     x, kernel, padding = random_problem(2, 4, 2, 7, 6, 3, stride, dilation)
