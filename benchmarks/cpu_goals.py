@@ -23,10 +23,17 @@
     python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
     python benchmarks/cpu_goals.py --parts kernels
     python benchmarks/cpu_goals.py --parts bounds
+
+glibc's malloc returns large freed blocks to the operating system, and a loop that trains several models in
+turn (as here) can then page-fault its activations in again at every step, which costs RedNets (whose kernel
+maps are large temporaries) more than ResNets. The header says which settings ran; to keep freed memory:
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 python benchmarks/cpu_goals.py
 """
 
 import argparse
 import contextlib
+import os
 import statistics
 import time
 from typing import Callable, Optional
@@ -332,7 +339,11 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    malloc = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_"))
+    print(
+        f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+        f"malloc: {malloc or 'glibc defaults'}"
+    )
     parts = {
         "op": op_part,
         "rednet50": rednet50_part,
