@@ -310,22 +310,27 @@ void grad_input_rows(const Geometry& g, const T* grad_out, const T* kernel, T* g
       x += count * g.stride;
     }
   }
+  // How many input rows ahead grad_input prefetches: about 64 KiB of kernel weights ahead, at most 8 rows.
+  const int64_t row_bytes = std::max<int64_t>(1, g.out_w * pixel_weights * sizeof(T));
+  const int64_t ahead = std::clamp<int64_t>((int64_t(1) << 16) / row_bytes, 1, 8);
   at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
     TapRows rows(g.k);
-    std::vector<int64_t> tap_rows(g.k), out_rows(g.k), next_taps(g.k), next_out_rows(g.k);
+    std::vector<int64_t> tap_rows(g.k), out_rows(g.k), next_taps(2 * g.k), next_out_rows(2 * g.k);
     std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.height, y = row % g.height;
       rows.row_count = g.taps_reading(y, g.out_h, tap_rows.data(), out_rows.data());
-      // The output rows that the next input row reads and this one does not (their kernel weights are read
-      // across many pixels at once, an order the hardware prefetchers do not follow): fetched while this row
-      // is computed.
-      if (y + 1 < g.height) {
-        const int64_t newest = rows.row_count ? out_rows[0] : -1, count = g.taps_reading(y + 1, g.out_h,
-                                                                                          next_taps.data(),
-                                                                                          next_out_rows.data());
+      // The output rows that input row `ahead` rows on reads first (its kernel weights are read across many
+      // pixels at once, an order the hardware prefetchers do not follow): fetched while this row is computed,
+      // far enough ahead for small rows.
+      if (row + ahead < end) {
+        const int64_t later = (row + ahead) % g.height, later_b = (row + ahead) / g.height;
+        const int64_t count = g.taps_reading(later, g.out_h, next_taps.data(), next_out_rows.data());
+        int64_t newest = -1;  // the output rows up to this one were read by the input row before `later`
+        if (later > 0 && g.taps_reading(later - 1, g.out_h, next_taps.data() + count, next_out_rows.data() + count))
+          newest = next_out_rows[count];
         for (int64_t r = 0; r < count && next_out_rows[r] > newest; ++r) {
-          const int64_t pixel = (b * g.out_h + next_out_rows[r]) * g.out_w;
+          const int64_t pixel = (later_b * g.out_h + next_out_rows[r]) * g.out_w;
           prefetch(kernel + pixel * pixel_weights, g.out_w * pixel_weights * sizeof(T));
           prefetch(grad_out + pixel * g.channels, g.out_w * g.channels * sizeof(T));
         }
