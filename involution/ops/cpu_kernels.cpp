@@ -664,10 +664,10 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
   });
 }
 
-// The lanes paths where they apply (float): over images for rows narrower than kWideRow pixels in a batch of at
-// least kWideRow images (K = 3, 5 or 7; a thread's copies of kLanes images within kImageCopyBytes), over a row's
-// pixels at stride 1 (K = 5 or 7, rows of at least kMinLanes pixels); false otherwise.
-constexpr int64_t kWideRow = 12, kMinLanes = 5, kImageCopyBytes = int64_t(1) << 26;
+// The lanes paths where they apply (float): over a row's pixels for rows of at least kWideRow pixels (stride 1,
+// K = 5 or 7), over images for narrower rows in a batch of at least kWideRow images (K = 3, 5 or 7; a thread's
+// copies of kLanes images within kImageCopyBytes); false otherwise.
+constexpr int64_t kWideRow = 12, kImageCopyBytes = int64_t(1) << 26;
 
 template <typename T>
 bool grad_kernel_by_lanes(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
@@ -680,7 +680,7 @@ bool grad_kernel_by_lanes(const Geometry& g, const T* grad_out, const T* input, 
         case 7: return grad_kernel_images<7>(g, grad_out, input, grad_kernel), true;
       }
     }
-    if (g.stride != 1 || g.out_w < kMinLanes) return false;
+    if (g.stride != 1 || g.out_w < kWideRow) return false;
     switch (g.k) {
       case 5: return grad_kernel_lanes<5>(g, grad_out, input, grad_kernel), true;
       case 7: return grad_kernel_lanes<7>(g, grad_out, input, grad_kernel), true;
