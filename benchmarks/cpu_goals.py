@@ -12,7 +12,8 @@
    default); with 8 channels per group (the goal's) and with 16 (the paper's, which make demo's grids use).
 4. "kernels" (not a goal; where the op's time goes): each compiled kernel (forward, grad_input, grad_kernel) on
    its own, channels-last, at RedNet-50's involution layers (B8; torch's threads) and the demo model's (B128; one
-   thread), with a depthwise KxK convolution's forward beside it.
+   thread), with a depthwise KxK convolution's forward beside it; warm (the operands in cache from the call
+   before) and cold (64 MiB written before each call, as the other layers of a model do between two uses).
 5. "bounds" (not a goal; what the goals leave to the involution layers): RedNet-50 and the demo's RedNet-26 with
    every involution as it is, with its aggregation free (the kernel generation kept: the map is computed, and a
    dense gradient of it handed back, as the aggregation's backward does) and with the whole layer free (the
@@ -49,11 +50,16 @@ from involution.ops import BACKENDS, cpp_ops
 PARTS = ("op", "rednet50", "demo", "kernels", "bounds")
 
 
-def interleaved_ms(candidates: dict[str, Callable], repeats: int) -> dict[str, float]:
-    """Median wall time in ms of each candidate, one call of each per round, after one warm-up round."""
+def interleaved_ms(
+    candidates: dict[str, Callable], repeats: int, before: Optional[Callable] = None
+) -> dict[str, float]:
+    """Median wall time in ms of each candidate, one call of each per round, after one warm-up round; `before`
+    runs (untimed) before each call."""
     samples = {name: [] for name in candidates}
     for round in range(repeats + 1):
         for name, run in candidates.items():
+            if before:
+                before()
             start = time.perf_counter()
             run()
             if round:
@@ -217,15 +223,16 @@ def kernel_times(batch: int, channels: int, size: int, groups: int, stride: int,
     x, grad_out = torch.randn(batch, size, size, channels), torch.randn(batch, out, out, channels)
     kernel = torch.randn(batch, out, out, groups * k * k)
     x_nchw, weight = x.permute(0, 3, 1, 2), torch.randn(channels, 1, k, k)
-    return interleaved_ms(
-        {
-            "forward": lambda: ops.forward(x, kernel, k, groups, stride, padding, 1),
-            "grad_input": lambda: ops.grad_input(grad_out, kernel, k, groups, size, size, stride, padding, 1),
-            "grad_kernel": lambda: ops.grad_kernel(grad_out, x, k, groups, stride, padding, 1),
-            "depthwise": lambda: F.conv2d(x_nchw, weight, None, stride, padding, groups=channels),
-        },
-        repeats,
-    )
+    candidates = {
+        "forward": lambda: ops.forward(x, kernel, k, groups, stride, padding, 1),
+        "grad_input": lambda: ops.grad_input(grad_out, kernel, k, groups, size, size, stride, padding, 1),
+        "grad_kernel": lambda: ops.grad_kernel(grad_out, x, k, groups, stride, padding, 1),
+        "depthwise": lambda: F.conv2d(x_nchw, weight, None, stride, padding, groups=channels),
+    }
+    evict = torch.empty(2**24)  # 64 MiB written before each call: the operands come from memory, as in a model
+    cold = interleaved_ms(candidates, repeats, before=lambda: evict.fill_(1.0))
+    warm = interleaved_ms(candidates, repeats)
+    return {name: (warm[name], cold[name]) for name in candidates}
 
 
 def kernels_part(repeats: int) -> list[str]:
@@ -236,12 +243,15 @@ def kernels_part(repeats: int) -> list[str]:
     for title, layers, threads in parts:
         with torch_threads(threads):
             n = torch.get_num_threads()
-            lines.append(f"{title} layers, K=7, fp32, channels-last, {n} thread{'s' if n > 1 else ''} (ms):")
+            lines.append(
+                f"{title} layers, K=7, fp32, channels-last, {n} thread{'s' if n > 1 else ''} "
+                "(ms, warm / with the caches evicted before each call):"
+            )
             for batch, channels, size, groups, stride in layers:
                 times = kernel_times(batch, channels, size, groups, stride, repeats)
                 lines.append(
                     f"  B{batch} C{channels} {size}² G{groups} stride {stride}: "
-                    + ", ".join(f"{name} {ms:.2f}" for name, ms in times.items())
+                    + ", ".join(f"{name} {warm:.2f} / {cold:.2f}" for name, (warm, cold) in times.items())
                 )
     return lines
 
