@@ -25,9 +25,9 @@
     python benchmarks/cpu_goals.py --parts kernels
     python benchmarks/cpu_goals.py --parts bounds
 
-glibc's malloc returns large freed blocks to the operating system, and a loop that trains several models in
-turn (as here) can then page-fault its activations in again at every step, which costs RedNets (whose kernel
-maps are large temporaries) more than ResNets. The header says which settings ran; to keep freed memory:
+glibc's malloc returns large freed blocks to the operating system, so a step can page-fault its tensors in
+again (about 15000 faults per training step of the demo model alone); the header says which malloc settings
+ran. To keep freed memory instead:
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 python benchmarks/cpu_goals.py
 """
