@@ -664,16 +664,18 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
   });
 }
 
-// The lanes paths where they apply (float): over a row's pixels for rows of at least kWideRow pixels (stride 1,
-// K = 5 or 7), over images for narrower rows in a batch of at least kWideRow images (K = 3, 5 or 7; a thread's
-// copies of kLanes images within kImageCopyBytes); false otherwise.
+// The lanes paths where they apply (float): over images in a batch of at least kWideRow images, for rows narrower
+// than kWideRow pixels or groups of at most 8 channels (K = 3, 5 or 7; a thread's copies of kLanes images within
+// kImageCopyBytes); otherwise over a row's pixels for rows of at least kWideRow pixels (stride 1, K = 5 or 7);
+// false otherwise. (With 8 channels per group, copying and writing out a row costs the pixel lanes as much as
+// their multiply-adds; the images' copies are shared by all the taps of a pixel.)
 constexpr int64_t kWideRow = 12, kImageCopyBytes = int64_t(1) << 26;
 
 template <typename T>
 bool grad_kernel_by_lanes(const Geometry& g, const T* grad_out, const T* input, T* grad_kernel) {
   if constexpr (std::is_same<T, float>::value) {
     const int64_t copy_bytes = (g.height * g.width + g.out_h * g.out_w) * g.channels * kLanes * sizeof(float);
-    if (g.out_w < kWideRow && g.batch >= kWideRow && copy_bytes <= kImageCopyBytes) {
+    if ((g.out_w < kWideRow || g.group_channels() <= 8) && g.batch >= kWideRow && copy_bytes <= kImageCopyBytes) {
       switch (g.k) {
         case 3: return grad_kernel_images<3>(g, grad_out, input, grad_kernel), true;
         case 5: return grad_kernel_images<5>(g, grad_out, input, grad_kernel), true;

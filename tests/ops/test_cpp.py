@@ -61,13 +61,14 @@ def test_every_vector_path_matches_reference(group_channels, groups, k, stride, 
     assert_all_close(outputs_and_grads(x32, kernel32, stride, padding, dilation, "cpp"), expected, 1e-4, 1e-4)
 
 
-@pytest.mark.parametrize("channels,groups", [(8, 1), (48, 3)])
+@pytest.mark.parametrize("channels,groups,width", [(8, 1, 5), (48, 3, 5), (16, 2, 13)])
 @pytest.mark.parametrize(
     "k,stride,dilation,padding", [(3, 1, 1, None), (7, 1, 1, None), (7, 2, 1, None), (5, 1, 2, None), (7, 1, 1, 1)]
 )
-def test_kernel_gradient_with_images_in_the_lanes(channels, groups, k, stride, dilation, padding):
-    """Rows narrower than a vector in a batch of 17 images (a chunk of 16 and one more) put images in the lanes."""
-    x, kernel, padding = random_problem(17, channels, groups, 6, 5, k, stride, dilation, padding)
+def test_kernel_gradient_with_images_in_the_lanes(channels, groups, width, k, stride, dilation, padding):
+    """Rows narrower than a vector, or groups of 8 channels, in a batch of 17 images (a chunk of 16 and one more)
+    put images in the lanes."""
+    x, kernel, padding = random_problem(17, channels, groups, 6, width, k, stride, dilation, padding)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
     x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
     kernel32 = kernel.detach().float().requires_grad_()
