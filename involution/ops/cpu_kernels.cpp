@@ -9,9 +9,10 @@
 //   wait for each other; where their windows overlap, each source pixel is loaded once for all of them);
 // - the input gradient: the forward's windows read backwards, likewise several input pixels at once;
 // - the kernel gradient (also the local correlation of a query with a key), in float: multiply-adds with the
-//   vector's lanes over 16 neighbouring pixels of a row (stride 1, K = 5 or 7), or over 16 images (rows narrower
-//   than a vector), on channel-major copies of the rows; otherwise a dot product over a group's channels per tap,
-//   reduced for 16 (or 8) taps together by a transposing tree of vector additions.
+//   vector's lanes over 16 images (large batches with narrow rows or groups of 8 channels) or over 16 neighbouring
+//   pixels of a row (stride 1, K = 5 or 7), on channel-major copies of the operands (grad_kernel_by_lanes says
+//   where); otherwise a dot product over a group's channels per tap, reduced for 16 (or 8) taps together by a
+//   transposing tree of vector additions.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -619,7 +620,8 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
 }
 
 // The kernel gradient with the lanes over kLanes images (the same output pixel of each), for rows too narrow to
-// fill a vector: any stride, dilation and padding, and only the taps inside the input computed. Per chunk of
+// fill a vector or groups of few channels: any stride, dilation and padding, and only the taps inside the input
+// computed. Per chunk of
 // kLanes images, the input and grad_out are first transposed to (pixel, channel, image) order.
 template <int64_t K>
 void grad_kernel_images(const Geometry& g, const float* grad_out, const float* input, float* grad_kernel) {
