@@ -27,9 +27,10 @@
 
 Under glibc the script first has malloc keep freed memory for reuse (as MALLOC_MMAP_THRESHOLD_=33554432
 MALLOC_TRIM_THRESHOLD_=2147483647 would). With glibc's defaults, large freed blocks go back to the operating system
-and a step page-faults its tensors in again, as many times as the step that ran before it left to do: interleaved
-RedNet-50 and ResNet-50 training steps measured 0.88x or 0.97x depending on the order of the interleaving. With freed memory
-kept both orders agree. --malloc-defaults leaves glibc's settings alone; the header says which ran.
+and a step page-faults its tensors in again, as many times as the step that ran before it left to do: the ratio of
+interleaved RedNet-50 and ResNet-50 training steps measured between 0.88x and 0.97x depending on the order of the
+interleaving, and 0.87-0.91x in any order with freed memory kept. --malloc-defaults leaves glibc's settings alone;
+the header says which ran.
 """
 
 import argparse
