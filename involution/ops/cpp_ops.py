@@ -109,6 +109,16 @@ def in_order_of(result: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return result if pixel_major(like) else result.contiguous()
 
 
+def in_kernel_order(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the kernels' memory order: itself where it has it already, else one pixel-major copy (for a
+    tensor that two kernels read, such as grad_out in the backward, which each would otherwise copy)."""
+    order = _PIXEL_MAJOR[tensor.dim()]
+    pixels = tensor.permute(order)
+    if pixels.is_contiguous():
+        return tensor
+    return pixels.contiguous().permute(sorted(range(len(order)), key=order.__getitem__))
+
+
 def _pixels(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype).permute(_PIXEL_MAJOR[tensor.dim()]).contiguous()
 

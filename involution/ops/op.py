@@ -338,6 +338,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     input, kernel = ctx.saved_tensors
     grad_input = grad_kernel = None
+    if ctx.geometry[-1] == "cpp" and all(ctx.needs_input_grad[:2]):
+        grad_out = cpp_ops.in_kernel_order(grad_out)  # read by both kernels: copied once at most
     if ctx.needs_input_grad[0]:
         grad_input = aggregate_grad_input(grad_out, kernel, input, *ctx.geometry)
     if ctx.needs_input_grad[1]:
@@ -378,6 +380,8 @@ def _setup_correlate_context(ctx, inputs, output):
 def _correlate_backward(ctx, grad_kernel):
     query, key = ctx.saved_tensors
     grad_query = grad_key = None
+    if ctx.geometry[-1] == "cpp" and all(ctx.needs_input_grad[:2]):
+        grad_kernel = cpp_ops.in_kernel_order(grad_kernel)  # read by both kernels: copied once at most
     if ctx.needs_input_grad[0]:
         grad_query = aggregate(key, grad_kernel, *ctx.geometry)
     if ctx.needs_input_grad[1]:

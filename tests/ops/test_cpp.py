@@ -110,6 +110,33 @@ def test_layouts_in_and_out():
     assert all(t.is_contiguous() for t in actual)
 
 
+def test_both_gradient_kernels_get_grad_out_in_their_order(monkeypatch):
+    """A grad_out in another layout (here NCHW) is copied once for the two backward kernels, not once by each; so is
+    the kernel-map gradient that local_correlation's backward hands to two kernels."""
+    orders = []  # per kernel call: whether all its tensors came in the kernels' order
+
+    def recording(kernel):
+        def call(*args):
+            orders.append(all(cpp_ops.in_kernel_order(a) is a for a in args if isinstance(a, torch.Tensor)))
+            return kernel(*args)
+
+        return call
+
+    for name in ("forward", "grad_input", "grad_kernel"):
+        monkeypatch.setattr(cpp_ops, name, recording(getattr(cpp_ops, name)))
+    x = torch.randn(2, 8, 9, 7).to(memory_format=torch.channels_last).requires_grad_()
+    kernel = torch.randn(2, 2, 3, 3, 5, 4).permute(0, 4, 5, 1, 2, 3).contiguous().permute(0, 3, 4, 5, 1, 2)
+    out = involution2d(x, kernel.requires_grad_(), stride=2, backend="cpp")
+    orders.clear()
+    out.backward(torch.randn(out.shape))  # NCHW
+    assert orders == [True, True]
+    query = torch.randn(2, 8, 5, 4).to(memory_format=torch.channels_last).requires_grad_()
+    correlation = local_correlation(query, x, 3, 2, stride=2, backend="cpp")
+    orders.clear()
+    correlation.backward(torch.randn(correlation.shape))  # contiguous (B, G, K, K, Ho, Wo)
+    assert orders == [True, True]
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_fake_kernels_give_the_real_strides(channels_last):
     x, kernel, padding = random_problem(2, 8, 2, 7, 5, 3, 2, 1, dtype=torch.float32)
