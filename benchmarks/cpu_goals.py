@@ -365,8 +365,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    malloc = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_"))
-    malloc = "freed memory kept (mallopt)" if kept else malloc or "defaults"
+    settings = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_"))
+    malloc = "freed memory kept (mallopt)" if kept else settings or "defaults"
     print(
         f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
         f"malloc: {malloc}"

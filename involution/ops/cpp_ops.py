@@ -88,6 +88,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 # so there the conversions below are views. The functions return pixel-major views; op.py puts them in the
 # memory order of the tensor they belong to (in_order_of), and its fake kernels say so (empty_result).
 _PIXEL_MAJOR = {4: (0, 2, 3, 1), 6: (0, 4, 5, 1, 2, 3)}
+_FROM_PIXEL_MAJOR = {dim: sorted(range(dim), key=order.__getitem__) for dim, order in _PIXEL_MAJOR.items()}
 
 
 def pixel_major(tensor: torch.Tensor) -> bool:
@@ -97,11 +98,9 @@ def pixel_major(tensor: torch.Tensor) -> bool:
 
 def empty_result(shape: tuple, like: torch.Tensor) -> torch.Tensor:
     """An empty tensor of `shape` in `like`'s memory order: pixel-major if `like` is, else contiguous."""
-    order = _PIXEL_MAJOR[len(shape)]
     if not pixel_major(like):
         return like.new_empty(shape)
-    inverse = sorted(range(len(order)), key=order.__getitem__)
-    return like.new_empty([shape[d] for d in order]).permute(inverse)
+    return like.new_empty([shape[d] for d in _PIXEL_MAJOR[len(shape)]]).permute(_FROM_PIXEL_MAJOR[len(shape)])
 
 
 def in_order_of(result: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -112,11 +111,9 @@ def in_order_of(result: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def in_kernel_order(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` in the kernels' memory order: itself where it has it already, else one pixel-major copy (for a
     tensor that two kernels read, such as grad_out in the backward, which each would otherwise copy)."""
-    order = _PIXEL_MAJOR[tensor.dim()]
-    pixels = tensor.permute(order)
-    if pixels.is_contiguous():
+    if tensor.permute(_PIXEL_MAJOR[tensor.dim()]).is_contiguous():
         return tensor
-    return pixels.contiguous().permute(sorted(range(len(order)), key=order.__getitem__))
+    return _result(_pixels(tensor, tensor.dtype), tensor.dtype)
 
 
 def _pixels(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -129,8 +126,7 @@ def _kernel_pixels(kernel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _result(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, Ho, Wo, ...) from a kernel -> the public shape, a pixel-major view, in `dtype`."""
-    order = _PIXEL_MAJOR[pixels.dim()]
-    return pixels.permute(sorted(range(len(order)), key=order.__getitem__)).to(dtype)
+    return pixels.permute(_FROM_PIXEL_MAJOR[pixels.dim()]).to(dtype)
 
 
 def forward(input: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
