@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -571,27 +572,44 @@ void write_tile(const float* tile, int64_t taps, int64_t lanes, float* out, int6
     for (int64_t t = t0; t < taps; ++t) out[l * lane_step + t] = tile[t * kLanes + l];
 }
 
+// acc[v] += left * (kLanes sources from lane v of lo, continuing into hi) for each v in V: the taps of a row at
+// dilation 1 read shifted windows of the same two vectors, taken apart by shuffles rather than by loads that
+// straddle cache lines.
+template <int64_t V, size_t... I>
+INLINE Pixels window(Pixels lo, Pixels hi, std::index_sequence<I...>) {
+  return __builtin_shufflevector(lo, hi, (I + V)...);
+}
+
+template <size_t... V>
+INLINE void shifted_products(Pixels* acc, Pixels left, Pixels lo, Pixels hi, std::index_sequence<V...>) {
+  ((acc[V] += left * window<V>(lo, hi, std::make_index_sequence<kLanes>())), ...);
+}
+
 template <int64_t K>
 void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* input, float* grad_kernel) {
   const int64_t taps = K * K, channels = g.channels, cg = g.group_channels(), d = g.dilation;
   const int64_t lanes_w = (g.out_w + kLanes - 1) / kLanes * kLanes;  // the row's pixels, rounded up
   // A transposed input row: `columns` per channel, from column -padding (room for the last block's transpose).
-  const int64_t columns = std::max(lanes_w + (K - 1) * d, g.width + g.padding + kLanes);
+  // Whole vectors, so that in a buffer from torch's allocator (64-byte aligned) the loads below do not straddle
+  // cache lines.
+  const int64_t columns = (std::max(lanes_w + (K - 1) * d, g.width + g.padding + kLanes) + kLanes - 1) / kLanes * kLanes;
   const int64_t slots = (K - 1) * d + 1;
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
     // Zeros where no input column lands (the padding), once: the transposes below rewrite the same columns.
-    std::vector<float> rows(slots * channels * columns, 0.f), grad_rows(channels * lanes_w, 0.f);
+    const at::Tensor row_buffer = at::zeros({slots * channels * columns + channels * lanes_w}, at::kFloat);
+    float* rows = row_buffer.mutable_data_ptr<float>();
+    float* grad_rows = rows + slots * channels * columns;
     std::vector<int64_t> tags(slots, -1);  // which input row (b * height + y) each slot holds
     std::vector<float> tile(taps * kLanes);
     const float* sources[K];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
-      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows.data(), lanes_w, channels);
+      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows, lanes_w, channels);
       for (int64_t u = 0; u < K; ++u) {
         const int64_t y = i + u * d - g.padding, tag = b * g.height + y;
         sources[u] = nullptr;
         if (y < 0 || y >= g.height) continue;
-        float* slot = rows.data() + y % slots * channels * columns;
+        float* slot = rows + y % slots * channels * columns;
         sources[u] = slot;
         if (tags[y % slots] != tag) {
           tags[y % slots] = tag;
@@ -600,14 +618,19 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
       }
       for (int64_t group = 0; group < g.groups; ++group)
         for (int64_t j0 = 0; j0 < g.out_w; j0 += kLanes) {
-          const float* a = grad_rows.data() + group * cg * lanes_w + j0;
+          const float* a = grad_rows + group * cg * lanes_w + j0;
           for (int64_t u = 0; u < K; ++u) {
             Pixels acc[K] = {};
             if (sources[u]) {
               const float* x = sources[u] + group * cg * columns + j0;
               for (int64_t c = 0; c < cg; ++c) {
                 const Pixels left = load<Pixels>(a + c * lanes_w);
-                UNROLL for (int64_t v = 0; v < K; ++v) acc[v] += left * load<Pixels>(x + c * columns + v * d);
+                if (d == 1) {
+                  const Pixels lo = load<Pixels>(x + c * columns), hi = load<Pixels>(x + c * columns + kLanes);
+                  shifted_products(acc, left, lo, hi, std::make_index_sequence<K>());
+                } else {
+                  UNROLL for (int64_t v = 0; v < K; ++v) acc[v] += left * load<Pixels>(x + c * columns + v * d);
+                }
               }
             }
             std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
