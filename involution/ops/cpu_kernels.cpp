@@ -600,7 +600,7 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
     float* rows = row_buffer.mutable_data_ptr<float>();
     float* grad_rows = rows + slots * channels * columns;
     std::vector<int64_t> tags(slots, -1);  // which input row (b * height + y) each slot holds
-    std::vector<float> tile(taps * kLanes);
+    alignas(64) float tile[K * K * kLanes];
     const float* sources[K];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
@@ -633,9 +633,9 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
                 }
               }
             }
-            std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
+            std::memcpy(tile + u * K * kLanes, acc, sizeof acc);
           }
-          write_tile(tile.data(), taps, std::min(kLanes, g.out_w - j0),
+          write_tile(tile, taps, std::min(kLanes, g.out_w - j0),
                      grad_kernel + ((row * g.out_w + j0) * g.groups + group) * taps, g.groups * taps);
         }
     }
@@ -651,23 +651,26 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
   const int64_t taps = K * K, channels = g.channels, cg = g.group_channels(), d = g.dilation;
   const int64_t in_pixels = g.height * g.width, out_pixels = g.out_h * g.out_w;
   at::parallel_for(0, (g.batch + kLanes - 1) / kLanes, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> sources(in_pixels * channels * kLanes), grads(out_pixels * channels * kLanes);
-    std::vector<float> tile(taps * kLanes);
+    // From torch's allocator: 64-byte aligned, so that no vector load straddles two cache lines.
+    const at::Tensor copies = at::empty({(in_pixels + out_pixels) * channels * kLanes}, at::kFloat);
+    float* sources = copies.mutable_data_ptr<float>();
+    float* grads = sources + in_pixels * channels * kLanes;
+    alignas(64) float tile[K * K * kLanes];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b0 = chunk * kLanes, images = std::min(kLanes, g.batch - b0);
       for (int64_t n = 0; n < in_pixels; ++n)
         channel_major(input + (b0 * in_pixels + n) * channels, images, channels,
-                      sources.data() + n * channels * kLanes, kLanes, in_pixels * channels);
+                      sources + n * channels * kLanes, kLanes, in_pixels * channels);
       for (int64_t n = 0; n < out_pixels; ++n)
         channel_major(grad_out + (b0 * out_pixels + n) * channels, images, channels,
-                      grads.data() + n * channels * kLanes, kLanes, out_pixels * channels);
+                      grads + n * channels * kLanes, kLanes, out_pixels * channels);
       for (int64_t pixel = 0; pixel < out_pixels; ++pixel) {
         const int64_t top = pixel / g.out_w * g.stride - g.padding, left = pixel % g.out_w * g.stride - g.padding;
         int64_t u_first, u_last, v_first, v_last;
         g.taps_inside(top, g.height, u_first, u_last);
         g.taps_inside(left, g.width, v_first, v_last);
         for (int64_t group = 0; group < g.groups; ++group) {
-          const float* a = grads.data() + (pixel * channels + group * cg) * kLanes;
+          const float* a = grads + (pixel * channels + group * cg) * kLanes;
           for (int64_t u = 0; u < K; ++u) {
             Pixels acc[K] = {};
             if (u >= u_first && u < u_last) {
@@ -676,12 +679,12 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
                 const Pixels grad = load<Pixels>(a + c * kLanes);
                 UNROLL for (int64_t v = 0; v < K; ++v)
                   if (v >= v_first && v < v_last)
-                    acc[v] += grad * load<Pixels>(sources.data() + (row + v * d * channels + c) * kLanes);
+                    acc[v] += grad * load<Pixels>(sources + (row + v * d * channels + c) * kLanes);
               }
             }
-            std::memcpy(tile.data() + u * K * kLanes, acc, sizeof acc);
+            std::memcpy(tile + u * K * kLanes, acc, sizeof acc);
           }
-          write_tile(tile.data(), taps, images, grad_kernel + ((b0 * out_pixels + pixel) * g.groups + group) * taps,
+          write_tile(tile, taps, images, grad_kernel + ((b0 * out_pixels + pixel) * g.groups + group) * taps,
                      out_pixels * g.groups * taps);
         }
       }
