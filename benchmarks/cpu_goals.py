@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 import torchvision
+from measure import cpu_name
 
 from involution import Involution2d, involution2d
 from involution.models import build_model
@@ -368,8 +369,8 @@ def main():
     settings = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_"))
     malloc = "freed memory kept (mallopt)" if kept else settings or "defaults"
     print(
-        f"# {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
-        f"malloc: {malloc}"
+        f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}, malloc: {malloc}"
     )
     parts = {
         "op": op_part,

@@ -6,6 +6,7 @@ import gc
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -55,9 +56,26 @@ def peak_memory_mib(run: Callable, device: torch.device) -> float:
     return (_process_status_bytes("VmHWM") - before) / 2**20
 
 
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers (Linux: CPUs of different generations can share a
+    model name such as "AMD EPYC", and ratios measured on them differ), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine() or "cpu"
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "cpu"
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
 def environment(device: torch.device) -> dict:
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -63,6 +63,10 @@ def test_cpu_goals_times_each_compiled_kernel_beside_a_depthwise_convolution():
     if not cpp_ops.available():
         pytest.skip("no C++ compiler: the cpp backend is not built")
     lines = run("cpu_goals.py", "--parts", "kernels", "--repeats", "1").splitlines()
+    assert " threads, torch " in lines[0], lines[0]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "cpu family" in cpuinfo.read_text():  # a model name alone can hide the generation
+        assert "(family " in lines[0], lines[0]
     layers = [line for line in lines if line.startswith("  B")]
     assert len(layers) == 10
     for line in layers:
