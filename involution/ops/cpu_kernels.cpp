@@ -616,6 +616,14 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
           channel_major(input + tag * g.width * channels, g.width, channels, slot + g.padding, columns, channels);
         }
       }
+      // What the next row transposes, loaded in order while this one computes (as in grad_input): its grad_out
+      // row and the one input row it adds to the ring.
+      if (row + 1 < end) {
+        load_lines(grad_out + (row + 1) * g.out_w * channels, g.out_w * channels * sizeof(float));
+        const int64_t next_b = (row + 1) / g.out_h, y = (row + 1) % g.out_h + (K - 1) * d - g.padding;
+        if (y >= 0 && y < g.height)
+          load_lines(input + (next_b * g.height + y) * g.width * channels, g.width * channels * sizeof(float));
+      }
       for (int64_t group = 0; group < g.groups; ++group)
         for (int64_t j0 = 0; j0 < g.out_w; j0 += kLanes) {
           const float* a = grad_rows + group * cg * lanes_w + j0;
