@@ -616,7 +616,7 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
     alignas(64) float tile[K * K * kLanes];
     // The row's kernel gradient is assembled here and then copied out whole: written straight to memory, the
     // tiles' scattered stores (each pixel's taps in four pieces, most straddling two lines) stall on the lines'
-    // misses (12-27% of the time with the caches evicted before the call).
+    // misses (they cost 12-27% more with the caches evicted before the call).
     const at::Tensor row_out_buffer = at::empty({g.out_w * g.groups * taps}, at::kFloat);
     float* row_out = row_out_buffer.mutable_data_ptr<float>();
     const float* sources[K];
@@ -669,6 +669,9 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
   });
 }
 
+// What grad_kernel_images assembles before copying out (1/16 or 4x as much was slower on the demo's layers).
+constexpr int64_t kStagedBytes = int64_t(1) << 17;
+
 // The kernel gradient with the lanes over kLanes images (the same output pixel of each), for rows too narrow to
 // fill a vector or groups of few channels: any stride, dilation and padding, and only the taps inside the input
 // computed. Per chunk of
@@ -683,6 +686,12 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
     float* sources = copies.mutable_data_ptr<float>();
     float* grads = sources + in_pixels * channels * kLanes;
     alignas(64) float tile[K * K * kLanes];
+    // The kernel gradient of `span` pixels is assembled here for the kLanes images and then copied out as one
+    // piece per image: written straight to memory, each tile's taps go to kLanes images' places at once.
+    const int64_t pixel_floats = g.groups * taps;
+    const int64_t span = std::max<int64_t>(1, kStagedBytes / int64_t(kLanes * pixel_floats * sizeof(float)));
+    const at::Tensor staged_buffer = at::empty({kLanes * span * pixel_floats}, at::kFloat);
+    float* staged = staged_buffer.mutable_data_ptr<float>();
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b0 = chunk * kLanes, images = std::min(kLanes, g.batch - b0);
       for (int64_t n = 0; n < in_pixels; ++n)
@@ -711,8 +720,13 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
             }
             std::memcpy(tile + u * K * kLanes, acc, sizeof acc);
           }
-          write_tile(tile, taps, images, grad_kernel + ((b0 * out_pixels + pixel) * g.groups + group) * taps,
-                     out_pixels * g.groups * taps);
+          write_tile(tile, taps, images, staged + (pixel % span * g.groups + group) * taps, span * pixel_floats);
+        }
+        if (pixel % span == span - 1 || pixel == out_pixels - 1) {
+          const int64_t first = pixel - pixel % span;
+          for (int64_t l = 0; l < images; ++l)
+            std::memcpy(grad_kernel + ((b0 + l) * out_pixels + first) * pixel_floats, staged + l * span * pixel_floats,
+                        (pixel - first + 1) * pixel_floats * sizeof(float));
         }
       }
     }
