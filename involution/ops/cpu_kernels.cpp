@@ -10,9 +10,9 @@
 // - the input gradient: the forward's windows read backwards, likewise several input pixels at once;
 // - the kernel gradient (also the local correlation of a query with a key), in float: multiply-adds with the
 //   vector's lanes over 16 images (large batches with narrow rows or groups of 8 channels) or over 16 neighbouring
-//   pixels of a row (stride 1, K = 5 or 7), on channel-major copies of the operands (grad_kernel_by_lanes says
-//   where); otherwise a dot product over a group's channels per tap, reduced for 16 (or 8) taps together by a
-//   transposing tree of vector additions.
+//   pixels of a row (stride 1, K = 5 or 7; two rows per pass at dilation 1), on channel-major copies of the
+//   operands (grad_kernel_by_lanes says where); otherwise a dot product over a group's channels per tap, reduced
+//   for 16 (or 8) taps together by a transposing tree of vector additions.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -593,9 +593,33 @@ INLINE Pixels window(Pixels lo, Pixels hi, std::index_sequence<I...>) {
 #endif
 }
 
+// The windows of a tap row at dilation 1: w[v] = the kLanes sources from lane v of lo, continuing into hi.
 template <size_t... V>
-INLINE void shifted_products(Pixels* acc, Pixels left, Pixels lo, Pixels hi, std::index_sequence<V...>) {
-  ((acc[V] += left * window<V>(lo, hi, std::make_index_sequence<kLanes>())), ...);
+INLINE void windows(Pixels* w, Pixels lo, Pixels hi, std::index_sequence<V...>) {
+  ((w[V] = window<V>(lo, hi, std::make_index_sequence<kLanes>())), ...);
+}
+
+// One input row's products over a group's channels at dilation 1 (x, a0 and a1 at the group's first channel),
+// into tile rows out0 and out1. The sums stay in registers (local to this function) until the end.
+template <int64_t K, bool FIRST, bool SECOND>
+INLINE void tap_row_products(const float* x, int64_t columns, const float* a0, const float* a1, int64_t lanes_w,
+                             int64_t cg, float* out0, float* out1) {
+  Pixels acc0[K] = {}, acc1[K] = {};
+  for (int64_t c = 0; c < cg; ++c) {
+    const Pixels lo = load<Pixels>(x + c * columns), hi = load<Pixels>(x + c * columns + kLanes);
+    const Pixels left0 = FIRST ? load<Pixels>(a0 + c * lanes_w) : Pixels{};
+    const Pixels left1 = SECOND ? load<Pixels>(a1 + c * lanes_w) : Pixels{};
+    Pixels w[K];
+    windows(w, lo, hi, std::make_index_sequence<K>());
+    UNROLL for (int64_t v = 0; v < K; ++v) {
+      if constexpr (FIRST) acc0[v] += left0 * w[v];
+      if constexpr (SECOND) acc1[v] += left1 * w[v];
+    }
+  }
+  UNROLL for (int64_t v = 0; v < K; ++v) {  // element by element: a copy of the whole array keeps it in memory
+    if constexpr (FIRST) std::memcpy(out0 + v * kLanes, &acc0[v], sizeof(Pixels));
+    if constexpr (SECOND) std::memcpy(out1 + v * kLanes, &acc1[v], sizeof(Pixels));
+  }
 }
 
 template <int64_t K>
@@ -606,65 +630,85 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
   // Whole vectors, so that in a buffer from torch's allocator (64-byte aligned) the loads below do not straddle
   // cache lines.
   const int64_t columns = (std::max(lanes_w + (K - 1) * d, g.width + g.padding + kLanes) + kLanes - 1) / kLanes * kLanes;
-  const int64_t slots = (K - 1) * d + 1;
+  // At dilation 1, two output rows per pass: tap row u of row i and tap row u - 1 of row i + 1 read the same input
+  // row, whose windows are then shuffled out once for both.
+  const int64_t most_rows = d == 1 ? 2 : 1;
+  const int64_t slots = (K - 1) * d + most_rows;
+  const int64_t row_floats = g.out_w * g.groups * taps;
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
     // Zeros where no input column lands (the padding), once: the transposes below rewrite the same columns.
-    const at::Tensor row_buffer = at::zeros({slots * channels * columns + channels * lanes_w}, at::kFloat);
+    const at::Tensor row_buffer = at::zeros({slots * channels * columns + most_rows * channels * lanes_w}, at::kFloat);
     float* rows = row_buffer.mutable_data_ptr<float>();
     float* grad_rows = rows + slots * channels * columns;
     std::vector<int64_t> tags(slots, -1);  // which input row (b * height + y) each slot holds
-    alignas(64) float tile[K * K * kLanes];
-    // The row's kernel gradient is assembled here and then copied out whole: written straight to memory, the
+    alignas(64) float tiles[2][K * K * kLanes];
+    // The rows' kernel gradient is assembled here and then copied out whole: written straight to memory, the
     // tiles' scattered stores (each pixel's taps in four pieces, most straddling two lines) stall on the lines'
     // misses (they cost 12-27% more with the caches evicted before the call).
-    const at::Tensor row_out_buffer = at::empty({g.out_w * g.groups * taps}, at::kFloat);
-    float* row_out = row_out_buffer.mutable_data_ptr<float>();
-    const float* sources[K];
-    for (int64_t row = begin; row < end; ++row) {
+    const at::Tensor rows_out_buffer = at::empty({most_rows * row_floats}, at::kFloat);
+    float* rows_out = rows_out_buffer.mutable_data_ptr<float>();
+    const float* sources[K + 1];
+    for (int64_t row = begin; row < end;) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
-      channel_major(grad_out + row * g.out_w * channels, g.out_w, channels, grad_rows, lanes_w, channels);
-      for (int64_t u = 0; u < K; ++u) {
-        const int64_t y = i + u * d - g.padding, tag = b * g.height + y;
-        sources[u] = nullptr;
+      const int64_t count = most_rows == 2 && row + 1 < end && i + 1 < g.out_h ? 2 : 1;
+      const int64_t tap_rows = K + count - 1;  // the input rows of the pass: y = i + e * d - padding
+      for (int64_t q = 0; q < count; ++q)
+        channel_major(grad_out + (row + q) * g.out_w * channels, g.out_w, channels, grad_rows + q * channels * lanes_w,
+                      lanes_w, channels);
+      for (int64_t e = 0; e < tap_rows; ++e) {
+        const int64_t y = i + e * d - g.padding, tag = b * g.height + y;
+        sources[e] = nullptr;
         if (y < 0 || y >= g.height) continue;
         float* slot = rows + y % slots * channels * columns;
-        sources[u] = slot;
+        sources[e] = slot;
         if (tags[y % slots] != tag) {
           tags[y % slots] = tag;
           channel_major(input + tag * g.width * channels, g.width, channels, slot + g.padding, columns, channels);
         }
       }
-      // What the next row transposes, loaded in order while this one computes (as in grad_input): its grad_out
-      // row and the one input row it adds to the ring.
-      if (row + 1 < end) {
-        load_lines(grad_out + (row + 1) * g.out_w * channels, g.out_w * channels * sizeof(float));
-        const int64_t next_b = (row + 1) / g.out_h, y = (row + 1) % g.out_h + (K - 1) * d - g.padding;
+      // What the next pass transposes, loaded in order while this one computes (as in grad_input): its grad_out
+      // rows and the input rows it adds to the ring.
+      const int64_t next = row + count;
+      for (int64_t q = 0; q < most_rows && next + q < end; ++q) {
+        load_lines(grad_out + (next + q) * g.out_w * channels, g.out_w * channels * sizeof(float));
+        const int64_t next_b = (next + q) / g.out_h, y = (next + q) % g.out_h + (K - 1) * d - g.padding;
         if (y >= 0 && y < g.height)
           load_lines(input + (next_b * g.height + y) * g.width * channels, g.width * channels * sizeof(float));
       }
       for (int64_t group = 0; group < g.groups; ++group)
         for (int64_t j0 = 0; j0 < g.out_w; j0 += kLanes) {
-          const float* a = grad_rows + group * cg * lanes_w + j0;
-          for (int64_t u = 0; u < K; ++u) {
-            Pixels acc[K] = {};
-            if (sources[u]) {
-              const float* x = sources[u] + group * cg * columns + j0;
+          const float* a0 = grad_rows + group * cg * lanes_w + j0;
+          const float* a1 = a0 + channels * lanes_w;
+          for (int64_t e = 0; e < tap_rows; ++e) {
+            // Input row e is tap row e of the pass's first row and tap row e - 1 of its second.
+            const bool first = e < K, second = count == 2 && e > 0;
+            float* out0 = tiles[0] + e * K * kLanes;
+            float* out1 = second ? tiles[1] + (e - 1) * K * kLanes : nullptr;
+            const float* x = sources[e] ? sources[e] + group * cg * columns + j0 : nullptr;
+            if (!x) {
+              if (first) std::fill_n(out0, K * kLanes, 0.f);
+              if (second) std::fill_n(out1, K * kLanes, 0.f);
+            } else if (d != 1) {
+              Pixels acc[K] = {};
               for (int64_t c = 0; c < cg; ++c) {
-                const Pixels left = load<Pixels>(a + c * lanes_w);
-                if (d == 1) {
-                  const Pixels lo = load<Pixels>(x + c * columns), hi = load<Pixels>(x + c * columns + kLanes);
-                  shifted_products(acc, left, lo, hi, std::make_index_sequence<K>());
-                } else {
-                  UNROLL for (int64_t v = 0; v < K; ++v) acc[v] += left * load<Pixels>(x + c * columns + v * d);
-                }
+                const Pixels left = load<Pixels>(a0 + c * lanes_w);
+                UNROLL for (int64_t v = 0; v < K; ++v) acc[v] += left * load<Pixels>(x + c * columns + v * d);
               }
+              std::memcpy(out0, acc, sizeof acc);
+            } else if (first && second) {
+              tap_row_products<K, true, true>(x, columns, a0, a1, lanes_w, cg, out0, out1);
+            } else if (first) {
+              tap_row_products<K, true, false>(x, columns, a0, a1, lanes_w, cg, out0, out1);
+            } else {
+              tap_row_products<K, false, true>(x, columns, a0, a1, lanes_w, cg, out0, out1);
             }
-            std::memcpy(tile + u * K * kLanes, acc, sizeof acc);
           }
-          write_tile(tile, taps, std::min(kLanes, g.out_w - j0), row_out + (j0 * g.groups + group) * taps,
-                     g.groups * taps);
+          for (int64_t q = 0; q < count; ++q)
+            write_tile(tiles[q], taps, std::min(kLanes, g.out_w - j0),
+                       rows_out + q * row_floats + (j0 * g.groups + group) * taps, g.groups * taps);
         }
-      std::memcpy(grad_kernel + row * g.out_w * g.groups * taps, row_out, row_out_buffer.nbytes());
+      std::memcpy(grad_kernel + row * row_floats, rows_out, count * row_floats * sizeof(float));
+      row = next;
     }
   });
 }

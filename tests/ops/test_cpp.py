@@ -75,6 +75,24 @@ def test_kernel_gradient_with_images_in_the_lanes(channels, groups, width, k, st
     assert_all_close(outputs_and_grads(x32, kernel32, stride, padding, dilation, "cpp"), expected, 1e-4, 1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("k,padding", [(7, None), (5, None), (7, 1)])
+def test_kernel_gradient_rows_in_pairs_wherever_the_threads_split(threads, k, padding):
+    """The pixel lanes take two output rows per pass: 1 thread sweeps both images (13 rows each, so a pass must
+    not pair an image's last row with the next image's first), 3 threads start and end their rows mid-image."""
+    x, kernel, padding = random_problem(2, 32, 2, 13, 17, k, 1, 1, padding)
+    expected = outputs_and_grads(x, kernel, 1, padding, 1, "reference")
+    x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
+    kernel32 = kernel.detach().float().requires_grad_()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        computed = outputs_and_grads(x32, kernel32, 1, padding, 1, "cpp")
+    finally:
+        torch.set_num_threads(before)
+    assert_all_close(computed, expected, 1e-4, 1e-4)
+
+
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
 def test_gradcheck_float64(stride, dilation):
     x, kernel, padding = random_problem(2, 4, 2, 7, 6, 3, stride, dilation)
