@@ -2,8 +2,8 @@
 //
 // Channels-last layouts: input (B, H, W, C), kernel map (B, Ho, Wo, G, K, K), output and grad_out (B, Ho, Wo, C),
 // float or double, contiguous. The channels of a group are contiguous and share one weight per tap, so the
-// innermost loops run over a group's channels (vectorised; for 8, 16 or 32 channels per group the count is a
-// compile-time constant and the accumulators stay in registers). All three kernels gather into the pixels they
+// innermost loops run over a group's channels (vectorised; for 1, 2, 4, 8, 16 or 32 channels per group the count
+// is a compile-time constant and the accumulators stay in registers). All three kernels gather into the pixels they
 // write, so threads (one image row each) never write the same element:
 // - forward: several output pixels at once (independent accumulators, so the multiply-adds of one pixel do not
 //   wait for each other; where their windows overlap, each source pixel is loaded once for all of them);
@@ -103,6 +103,9 @@ void load_lines(const void* p, int64_t bytes) {
 template <typename Body>
 void with_group_width(int64_t width, Body body) {
   switch (width) {
+    case 1: return body(std::integral_constant<int64_t, 1>());
+    case 2: return body(std::integral_constant<int64_t, 2>());
+    case 4: return body(std::integral_constant<int64_t, 4>());
     case 8: return body(std::integral_constant<int64_t, 8>());
     case 16: return body(std::integral_constant<int64_t, 16>());
     case 32: return body(std::integral_constant<int64_t, 32>());

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(not cpp_ops.available(), reason="no C++ compiler
 
 @st.composite
 def problems(draw):
-    """Group widths 8, 16 and 32 take the kernels' fixed-width paths, the others their generic loops; widths up
-    to 14 leave room for blocks of 4 pixels whose windows lie inside."""
+    """Group widths 1, 2, 4, 8, 16 and 32 take the kernels' fixed-width paths, 3 their generic loops; widths up to
+    14 leave room for blocks of 4 pixels whose windows lie inside."""
     groups = draw(st.integers(1, 3))
     group_channels = draw(st.sampled_from([1, 2, 3, 4, 8, 16, 32]))
     k = draw(st.sampled_from([1, 3, 5, 7]))
@@ -45,7 +45,7 @@ def test_matches_reference_on_random_shapes(problem, channels_last, dtype):
     assert_all_close(outputs_and_grads(x, kernel, stride, padding, dilation, "cpp"), expected, *tolerances)
 
 
-@pytest.mark.parametrize("group_channels", [8, 16, 32])
+@pytest.mark.parametrize("group_channels", [1, 2, 4, 8, 16, 32])
 @pytest.mark.parametrize("groups", [1, 2, 3, 5])
 @pytest.mark.parametrize(
     "k,stride,dilation", [(3, 1, 1), (5, 1, 1), (7, 1, 1), (7, 2, 1), (3, 1, 2), (7, 1, 2), (5, 2, 2)]
