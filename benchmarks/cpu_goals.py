@@ -35,7 +35,6 @@ the header says which ran.
 
 import argparse
 import contextlib
-import ctypes
 import os
 import statistics
 import time
@@ -44,7 +43,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 import torchvision
-from measure import cpu_name
+from measure import cpu_name, keep_freed_memory
 
 from involution import Involution2d, involution2d
 from involution.models import build_model
@@ -341,18 +340,6 @@ def bounds_part(repeats: int) -> list[str]:
     ratios = ", ".join(f"{name} {times['resnet26'] / times[name]:.2f}x" for name in variants)
     lines.append(f"  demo RedNet-26, 8 channels per group, training images/s (1 thread, goal >= 0.8x): {ratios}")
     return lines
-
-
-def keep_freed_memory() -> bool:
-    """glibc's malloc set to keep freed blocks (up to 32 MiB each) for reuse and never to trim its heap; False where
-    there is no glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    trim_threshold, mmap_threshold = -1, -3  # glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD
-    return bool(mallopt(mmap_threshold, 2**25)) and bool(mallopt(trim_threshold, 2**31 - 1))
 
 
 def main():

@@ -73,6 +73,18 @@ def cpu_name() -> str:
     return name
 
 
+def keep_freed_memory() -> bool:
+    """glibc's malloc set to keep freed blocks (up to 32 MiB each) for reuse and never to trim its heap; False where
+    there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    trim_threshold, mmap_threshold = -1, -3  # glibc's M_TRIM_THRESHOLD and M_MMAP_THRESHOLD
+    return bool(mallopt(mmap_threshold, 2**25)) and bool(mallopt(trim_threshold, 2**31 - 1))
+
+
 def environment(device: torch.device) -> dict:
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),

@@ -21,12 +21,37 @@ _REPOSITORY = Path(__file__).resolve().parents[2]
 _CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
-def _build_directory() -> Path:
-    """One folder per source, torch version and CPU: the build uses this CPU's instructions (-march=native)."""
-    root = Path(os.environ.get("INVOLUTION_BUILD_DIR", _REPOSITORY / "build")) / "cpp_ops"
-    identity = [_SOURCE.read_bytes(), " ".join(_CFLAGS).encode(), torch.__version__.encode(), _cpu_model().encode()]
-    tag = hashlib.sha1(b"".join(identity))
-    return root / tag.hexdigest()[:12]
+def build_root() -> Path:
+    """Where compiled kernels go: ``$INVOLUTION_BUILD_DIR``, else ``build/`` of the source tree."""
+    return Path(os.environ.get("INVOLUTION_BUILD_DIR", _REPOSITORY / "build"))
+
+
+def build_tag(source_text: bytes) -> str:
+    """One build per source, flags, torch version and CPU: the build uses this CPU's instructions (-march=native)."""
+    identity = [source_text, " ".join(_CFLAGS).encode(), torch.__version__.encode(), _cpu_model().encode()]
+    return hashlib.sha1(b"".join(identity)).hexdigest()[:12]
+
+
+def compile_extension(name: str, source: Path, directory: Path) -> None:
+    """Compiles `source` as the extension `name` in `directory` (or finds it built there) and loads its operators."""
+    # The import logs a CUDA_HOME guess that is irrelevant to a CPU build.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    directory.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name,
+        [str(source)],
+        extra_cflags=_CFLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
+        with_cuda=False,
+        is_python_module=False,
+    )
 
 
 def _cpu_model() -> str:
@@ -53,25 +78,8 @@ def available() -> bool:
 
 def _load() -> bool:
     try:
-        # The import logs a CUDA_HOME guess that is irrelevant to a CPU build.
-        logger = logging.getLogger("torch.utils.cpp_extension")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            from torch.utils import cpp_extension
-        finally:
-            logger.setLevel(level)
-        directory = _build_directory()
-        directory.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(
-            "involution_cpu_kernels",
-            [str(_SOURCE)],
-            extra_cflags=_CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(directory),
-            with_cuda=False,
-            is_python_module=False,
-        )
+        directory = build_root() / "cpp_ops" / build_tag(_SOURCE.read_bytes())
+        compile_extension("involution_cpu_kernels", _SOURCE, directory)
     except Exception as error:  # a missing or failing compiler: the torch path still works
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         warnings.warn(f"involution: compiled CPU kernels unavailable ({reason}); using the torch path", stacklevel=2)

@@ -107,3 +107,39 @@ def test_cpu_goals_bounds_stand_ins_keep_shapes_and_run_the_kernel_generation_ba
         model(images).sum().backward()
         assert shapes == expected
         assert all(m.conv2.conv.weight.grad is not None for m in kept)  # the generation's backward ran
+
+
+def test_kernel_ab_compiles_each_version_and_compares_results(tmp_path):
+    from involution.ops import cpp_ops
+
+    if not cpp_ops.available():
+        pytest.skip("no C++ compiler: the cpp backend is not built")
+    source = REPO / "involution" / "ops" / "cpu_kernels.cpp"
+    copy = tmp_path / "copy.cpp"
+    copy.write_text(source.read_text())
+    args = ["--shape", "2,16,9", "--groups", "2", "--rounds", "1"]
+    lines = run("kernel_ab.py", "grad_kernel", str(source), str(copy), *args).splitlines()
+    assert lines[1].startswith("# grad_kernel B2 C16 9² K=7 G=2"), lines[1]
+    assert [line.split()[0] for line in lines[2:]] == [str(source), str(copy)]
+    assert all(line.endswith("largest difference 0") for line in lines[2:]), lines
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["forward", "missing.cpp"], "kernel_ab: cannot read missing.cpp"),
+        (["forward", "README.md"], "kernel_ab: README.md does not define the kernels' operator library"),
+        (["forward", "README.md", "--groups", "5"], "--groups 5 does not divide the 64 channels"),
+    ],
+)
+def test_kernel_ab_rejects_bad_input_in_one_line(args, message):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kernel_ab.py"), *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
