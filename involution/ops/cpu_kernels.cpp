@@ -239,7 +239,9 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
   constexpr int64_t piece = CG > kRegisterBytes / int64_t(sizeof(T)) ? kRegisterBytes / int64_t(sizeof(T)) : CG;
   auto run = [&](const Block& block, int64_t group) {
     const T* w = weights + group * g.taps();
-    for (int64_t first = 0; first < std::max<int64_t>(CG, 1); first += std::max<int64_t>(piece, 1)) {
+    constexpr int64_t pieces = CG ? CG / piece : 1;  // CG = 0 (a width known at run time): one generic pass
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t first = p * piece;
       const T* source = sources + group * cg + first;
       T* destination = out + group * cg + first;
 #ifdef INVOLUTION_VECTORS

@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(script, *args):
-    result = subprocess.run(
+def invoke(script, *args):
+    return subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=REPO,
         text=True,
@@ -20,6 +20,10 @@ def run(script, *args):
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=600,
     )
+
+
+def run(script, *args):
+    result = invoke(script, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -133,13 +137,6 @@ def test_kernel_ab_compiles_each_version_and_compares_results(tmp_path):
     ],
 )
 def test_kernel_ab_rejects_bad_input_in_one_line(args, message):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kernel_ab.py"), *args],
-        cwd=REPO,
-        text=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
-    )
+    result = invoke("kernel_ab.py", *args)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
