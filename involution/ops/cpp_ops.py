@@ -165,3 +165,41 @@ def grad_kernel(
         _pixels(grad_out, dtype), _pixels(input, dtype), kernel_size, groups, stride, padding, dilation
     )
     return _result(grad.unflatten(3, (groups, kernel_size, kernel_size)), input.dtype)
+
+
+def _generation(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> tuple:
+    """The fused op's generation operands as the kernels take them: features pixel-major, weight (G*K*K, R)."""
+    return _pixels(features, dtype), weight.to(dtype).contiguous(), bias.to(dtype).contiguous()
+
+
+def fused_forward(input, features, weight, bias, kernel_size, groups, stride, padding, dilation) -> torch.Tensor:
+    dtype = _compute_dtype(input.dtype)
+    out = torch.ops.involution_cpu.fused_forward(
+        _pixels(input, dtype),
+        *_generation(features, weight, bias, dtype),
+        kernel_size,
+        groups,
+        stride,
+        padding,
+        dilation,
+    )
+    return _result(out, input.dtype)
+
+
+def fused_grad_input(grad_out, features, weight, bias, kernel_size, groups, input_size, stride, padding, dilation):
+    dtype = _compute_dtype(grad_out.dtype)
+    grad = torch.ops.involution_cpu.fused_grad_input(
+        _pixels(grad_out, dtype), *_generation(features, weight, bias, dtype), kernel_size, groups, *input_size,
+        stride, padding, dilation,
+    )  # fmt: skip
+    return _result(grad, grad_out.dtype)
+
+
+def fused_grad_generation(grad_out, input, features, weight, bias, kernel_size, groups, stride, padding, dilation):
+    """The gradients of features (pixel-major), weight and bias."""
+    dtype = _compute_dtype(input.dtype)
+    grad_features, grad_weight, grad_bias = torch.ops.involution_cpu.fused_grad_generation(
+        _pixels(grad_out, dtype), _pixels(input, dtype), *_generation(features, weight, bias, dtype), kernel_size,
+        groups, stride, padding, dilation,
+    )  # fmt: skip
+    return _result(grad_features, features.dtype), grad_weight.to(weight.dtype), grad_bias.to(bias.dtype)

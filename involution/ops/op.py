@@ -4,8 +4,8 @@
 - ``local_correlation``: query-key dot products over K x K windows (``involution::correlate``), the
   kernel of dot-product involution and of local self-attention.
 - ``fused_involution2d``: the aggregation with a kernel that a 1x1 convolution generates from reduced
-  features (``involution::fused_aggregate`` on the Triton backend: the kernel map is computed per tile and
-  never stored; the backward recomputes it).
+  features (``involution::fused_aggregate`` on the Triton and cpp backends: the kernel map is computed per tile
+  or row and never stored; the backward recomputes it, and on the cpp backend never stores its gradient either).
 The two are each other's gradients (with ``involution::aggregate_grad_input``), so three kernels per
 backend cover both ops and their backward passes. The fast backends ("torch", "cpp", "triton") run inside custom
 ops with fake kernels and autograd formulas, so torch.compile(fullgraph=True) traces models that use
@@ -110,8 +110,10 @@ def fused_involution2d(
     ``features`` (B, R, Ho, Wo) are the reduced features at the output pixels; ``weight`` (G*K*K, R) (or a 1x1
     conv's (G*K*K, R, 1, 1)) and ``bias`` (G*K*K,) generate the kernel, rows ordered (group, u, v) as
     ``Involution2d``'s conv2. On the Triton backend (float16, bfloat16, float32) one kernel generates each tile's
-    weights and aggregates, so the kernel map never goes to memory, and the backward recomputes it; the other
-    backends (and float64) compute the kernel map with a convolution and call ``involution2d``.
+    weights and aggregates, so the kernel map never goes to memory, and the backward recomputes it. On the cpp
+    backend (every dtype) the kernels generate each output row's weights where they need them, forward and
+    backward, and the kernel map's gradient goes straight into those of features, weight and bias. The other
+    backends compute the kernel map with a convolution and call ``involution2d``.
     """
     _check_tensors("fused_involution2d", ("input", input, "(B, C, H, W)"), ("features", features, "(B, R, Ho, Wo)"))
     if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4):
@@ -136,8 +138,9 @@ def fused_involution2d(
         dtype = torch.get_autocast_dtype(input.device.type)
         input, features, weight, bias = (t.to(dtype) for t in (input, features, weight, bias))
     backend = _resolve_backend(backend, input)
-    if backend == "triton" and input.dtype != torch.float64 and not torch.onnx.is_in_onnx_export():
-        return fused_aggregate(input, features, weight, bias, kernel_size, groups, stride, padding, dilation)
+    fused_kernels = backend == "cpp" or (backend == "triton" and input.dtype != torch.float64)
+    if fused_kernels and not torch.onnx.is_in_onnx_export():
+        return fused_aggregate(input, features, weight, bias, kernel_size, groups, stride, padding, dilation, backend)
     kernel = _generated_kernel(features, weight, bias, kernel_size, groups)
     return involution2d(input, kernel, stride, padding, dilation, backend)
 
@@ -403,27 +406,83 @@ def fused_aggregate(
     stride: int,
     padding: int,
     dilation: int,
+    backend: str,
 ) -> torch.Tensor:
-    return _implementation("triton").fused_forward(
+    out = _implementation(backend).fused_forward(
         input, features, weight, bias, kernel_size, groups, stride, padding, dilation
     )
+    return _in_order_of(out, input, backend)
 
 
 @fused_aggregate.register_fake
-def _(input, features, weight, bias, kernel_size, groups, stride, padding, dilation):
-    return input.new_empty(input.shape[:2] + features.shape[-2:])
+def _(input, features, weight, bias, kernel_size, groups, stride, padding, dilation, backend):
+    return _empty_result(input.shape[:2] + features.shape[-2:], input, backend)
+
+
+@torch.library.custom_op("involution::fused_aggregate_grad_input", mutates_args=())
+def fused_aggregate_grad_input(
+    grad_out: torch.Tensor,
+    input: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """The cpp backend's: the kernel rows regenerated where the input gradient reads them."""
+    grad = cpp_ops.fused_grad_input(
+        grad_out, features, weight, bias, kernel_size, groups, tuple(input.shape[-2:]), stride, padding, dilation
+    )
+    return cpp_ops.in_order_of(grad, input)
+
+
+@fused_aggregate_grad_input.register_fake
+def _(grad_out, input, features, weight, bias, kernel_size, groups, stride, padding, dilation):
+    return _empty_result(input.shape, input, "cpp")
+
+
+@torch.library.custom_op("involution::fused_aggregate_grad_generation", mutates_args=())
+def fused_aggregate_grad_generation(
+    grad_out: torch.Tensor,
+    input: torch.Tensor,
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    kernel_size: int,
+    groups: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cpp backend's gradients of features, weight and bias: the kernel's gradient is consumed as it is
+    computed, never stored."""
+    grad_features, grad_weight, grad_bias = cpp_ops.fused_grad_generation(
+        grad_out, input, features, weight, bias, kernel_size, groups, stride, padding, dilation
+    )
+    return cpp_ops.in_order_of(grad_features, features), grad_weight, grad_bias
+
+
+@fused_aggregate_grad_generation.register_fake
+def _(grad_out, input, features, weight, bias, kernel_size, groups, stride, padding, dilation):
+    return _empty_result(features.shape, features, "cpp"), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
 
 
 def _setup_fused_context(ctx, inputs, output):
-    input, features, weight, bias, kernel_size, groups, stride, padding, dilation = inputs
+    input, features, weight, bias, kernel_size, groups, stride, padding, dilation, backend = inputs
     ctx.save_for_backward(input, features, weight, bias)
     ctx.generation = (kernel_size, groups)
-    ctx.geometry = (stride, padding, dilation, "triton")
+    ctx.geometry = (stride, padding, dilation, backend)
 
 
 def _fused_backward(ctx, grad_out):
-    """Recomputes the kernel map, then the aggregation's gradients and the 1x1 generation's."""
+    """cpp: the fused backward kernels. Triton: recomputes the kernel map, then the aggregation's gradients and
+    the 1x1 generation's."""
     input, features, weight, bias = ctx.saved_tensors
+    if ctx.geometry[-1] == "cpp":
+        return _fused_backward_cpp(ctx, grad_out, input, features, weight, bias)
     kernel = _generated_kernel(features, weight, bias, *ctx.generation)
     grad_input = grad_features = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
@@ -436,7 +495,19 @@ def _fused_backward(ctx, grad_out):
             grad_weight = torch.einsum("bohw,brhw->or", grad_kernel, features)
         if ctx.needs_input_grad[3]:
             grad_bias = grad_kernel.sum((0, 2, 3))
-    return grad_input, grad_features, grad_weight, grad_bias, None, None, None, None, None
+    return grad_input, grad_features, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+def _fused_backward_cpp(ctx, grad_out, input, features, weight, bias):
+    grad_input = grad_features = grad_weight = grad_bias = None
+    operands = (input, features, weight, bias, *ctx.generation, *ctx.geometry[:3])
+    if ctx.needs_input_grad[0] and any(ctx.needs_input_grad[1:4]):
+        grad_out = cpp_ops.in_kernel_order(grad_out)  # read by both kernels: copied once at most
+    if ctx.needs_input_grad[0]:
+        grad_input = fused_aggregate_grad_input(grad_out, *operands)
+    if any(ctx.needs_input_grad[1:4]):
+        grad_features, grad_weight, grad_bias = fused_aggregate_grad_generation(grad_out, *operands)
+    return grad_input, grad_features, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 fused_aggregate.register_autograd(_fused_backward, setup_context=_setup_fused_context)
