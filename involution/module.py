@@ -1,10 +1,12 @@
 """The Involution2d layer: a kernel generated at each pixel, then shared across a group of channels."""
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import canonical_backend, fused_involution2d, involution2d, local_correlation
+from .ops import canonical_backend, fused_involution2d, fusion_pays, involution2d, local_correlation
 
 KERNEL_GENERATIONS = ("bottleneck", "linear", "dot_product")
 
@@ -82,9 +84,11 @@ class Involution2d(nn.Module):
       un-projected input, i.e. self-attention as an instance of involution.
     With stride > 1, pool is a stride x stride average pool that rounds up (CeilAvgPool2d), so the kernel
     map has the output's size on odd inputs too (the official code rounds down there).
-    ``fused=True`` (bottleneck and linear generation) computes conv2 and the aggregation together with
-    ``fused_involution2d``: on the Triton backend the (B, G, K, K, Ho, Wo) kernel map is then never stored
-    (the same result; elsewhere it is computed as usual).
+    ``fused`` (bottleneck and linear generation): True computes conv2 and the aggregation together with
+    ``fused_involution2d``; on the Triton and cpp backends the (B, G, K, K, Ho, Wo) kernel map is then never
+    stored (the same result up to the order of float sums; elsewhere it is computed as usual). None (the default)
+    fuses where that is faster (``fusion_pays``: the compiled CPU kernels, with a reduced width of at most twice
+    the group's channels); False never does.
     """
 
     def __init__(
@@ -97,7 +101,7 @@ class Involution2d(nn.Module):
         dilation: int = 1,
         kernel_generation: str = "bottleneck",
         backend: str = "auto",
-        fused: bool = False,
+        fused: Optional[bool] = None,
     ):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -158,8 +162,16 @@ class Involution2d(nn.Module):
         pooled = self.pool(x)
         return self.conv1(pooled) if self.kernel_generation == "bottleneck" else pooled
 
+    def fuses(self, x: torch.Tensor) -> bool:
+        """Whether the forward of input x computes conv2 inside the aggregation (fused_involution2d)."""
+        if self.fused is None:
+            return self.kernel_generation != "dot_product" and fusion_pays(
+                self.backend, x, self.conv2.conv.in_channels, self.group_channels
+            )
+        return self.fused
+
     def forward(self, x):
-        if self.fused:
+        if self.fuses(x):
             conv = self.conv2.conv
             return fused_involution2d(
                 x, self.kernel_features(x), conv.weight, conv.bias, self.kernel_size, self.groups, self.stride,
@@ -173,7 +185,7 @@ class Involution2d(nn.Module):
         aggregation = self.kernel_size**2 * output[0].numel()
         if self.kernel_generation == "dot_product":
             aggregation += self.kernel_size**2 * self.query.out_channels * output[0, 0].numel()
-        if self.fused:  # conv2 runs inside the fused op, so its forward hook does not fire
+        if self.fuses(input):  # conv2 runs inside the fused op, so its forward hook does not fire
             conv = self.conv2.conv
             aggregation += conv.out_channels * (conv.in_channels + 1) * output[0, 0].numel()  # with the bias
         return aggregation

@@ -94,7 +94,7 @@ def test_constructor_rejects_bad_arguments(kwargs, message):
 
 
 def test_fvcore_counts_the_aggregation():
-    m = Involution2d(32, kernel_size=7, stride=2, group_channels=16).eval()
+    m = Involution2d(32, kernel_size=7, stride=2, group_channels=16, fused=False).eval()
     flops = flop_count_analysis(m, torch.randn(2, 32, 9, 9)).by_operator()
     assert flops["aggregate"] == 2 * 49 * 32 * 5 * 5
     # The kernel generation's 1x1 convolutions on the 5x5 pooled map, for comparison.

@@ -145,6 +145,15 @@ def fused_involution2d(
     return involution2d(input, kernel, stride, padding, dilation, backend)
 
 
+def fusion_pays(backend: str, input: torch.Tensor, reduced: int, group_channels: int) -> bool:
+    """Whether ``fused_involution2d`` is faster than a 1x1 convolution writing the kernel map and the aggregation
+    reading it, for ``input`` on ``backend``: on the cpp backend where generating the kernel takes at most twice
+    the aggregation's multiply-adds (``reduced`` <= 2 * ``group_channels``), as measured on RedNet-50's and the
+    Fashion-MNIST RedNet-26's layers (benchmarks/RESULTS.md); beyond that a convolution over the whole batch is
+    the faster matrix product. (The Triton kernels have not been timed on a GPU yet.)"""
+    return _resolve_backend(backend, input) == "cpp" and reduced <= 2 * group_channels
+
+
 def _generated_kernel(features, weight, bias, kernel_size: int, groups: int) -> torch.Tensor:
     """The kernel map (B, G, K, K, Ho, Wo) a 1x1 convolution generates from (B, R, Ho, Wo) features."""
     kernel = torch.nn.functional.conv2d(features, weight[:, :, None, None], bias)

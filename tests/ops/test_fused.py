@@ -247,7 +247,8 @@ def test_cpp_random_shapes_match_reference(
     if channels_last:
         tensors = (tensors[0].to(memory_format=torch.channels_last), *tensors[1:])
     actual = results(fused(k, groups, stride, dilation, "cpp"), tensors, grad_out)
-    tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+    # float32: the weight's gradient sums up to 2 x 14 x 19 products of order 1 (float32 rounding bound ~1e-4).
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-10
     assert_matches(actual, expected, dtype, tolerance, tolerance)
 
 
@@ -268,7 +269,7 @@ def test_cpp_lane_paths_and_thread_partials(threads, b, c, g, h, w, k, stride):
         actual = results(fused(k, g, stride, 1, "cpp"), tensors, grad_out)
     finally:
         torch.set_num_threads(previous)
-    assert_matches(actual, expected, torch.float32, 1e-4, 1e-4)  # float32 sums over up to 850 pixels
+    assert_matches(actual, expected, torch.float32, 1e-4, 1e-4)  # float32 sums over up to 714 pixels
 
 
 @needs_cpp
@@ -317,3 +318,16 @@ def test_cpp_module_fused_equals_unfused(kernel_generation):
         module.zero_grad()
     for unfused, fused_result in zip(*outputs):
         torch.testing.assert_close(fused_result, unfused, atol=1e-4, rtol=1e-4)
+
+
+@needs_cpp
+def test_module_fuses_by_default_where_it_pays():
+    """By default the cpp backend fuses layers whose reduced width is at most twice the group's channels."""
+    narrow, wide = Involution2d(64, 7, group_channels=16), Involution2d(256, 7, group_channels=16)  # reduced 16, 64
+    x = torch.randn(1, 64, 8, 8)
+    assert narrow.fuses(x) and not wide.fuses(torch.randn(1, 256, 8, 8))
+    assert not Involution2d(64, 7, group_channels=16, backend="torch").fuses(x)
+    assert not Involution2d(64, 7, group_channels=16, fused=False).fuses(x)
+    assert not Involution2d(64, 7, group_channels=16, kernel_generation="dot_product").fuses(x)
+    unfused = Involution2d(64, 7, group_channels=16, fused=False)
+    assert count_flops(narrow, (64, 8, 8)) == count_flops(unfused, (64, 8, 8))
