@@ -1,6 +1,7 @@
 """RedNet vs ResNet (and SASA) side by side: a training step and inference, images/s and peak memory.
 
-Every involution model is timed once per op backend (and with fused kernel generation, --fused), eagerly
+Every involution model is timed once per op backend, as built (Involution2d's default: the kernel generation
+fused where that pays), and with --fused also with every layer fused and with none (fused=True, False), eagerly
 and/or under torch.compile (--modes); the ratios compare it with ResNet-50 measured in the same run and
 mode (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G). Compiled rows also give the compile time
 (the first training step plus the first inference, each minus one warm call).
@@ -53,12 +54,15 @@ def first_call_s(run, device) -> float:
     return time.perf_counter() - start
 
 
+FUSION_LABELS = {None: "", True: " fused", False: " unfused"}
+
+
 def build(name, backend, fused, device):
     overrides = {} if backend is None else {"backend": backend}
     model = build_model(name, **overrides).to(device, memory_format=torch.channels_last)
     for module in model.modules():
         if isinstance(module, Involution2d):
-            module.fused = fused
+            module.fused = fused  # None: the default
     return model
 
 
@@ -76,7 +80,7 @@ def measure(name, backend, fused, mode, args, device, images, labels) -> dict:
     infer = inference_fn(runnable, images, args.autocast_dtype)
     compile_s += first_call_s(infer, device) - first_call_s(infer, device)
     infer_ms = timed_ms(infer, device, args.repeats)
-    label = "-" if backend is None else backend + (" fused" if fused else "")
+    label = "-" if backend is None else backend + FUSION_LABELS[fused]
     return {
         "model": name,
         "backend": label,
@@ -122,7 +126,9 @@ def parse_args():
     parser.add_argument("--models", nargs="+", default=["rednet50", BASELINE])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], help="default: bf16 on CUDA, none on CPU")
-    parser.add_argument("--fused", action="store_true", help="also time RedNets with Involution2d(fused=True)")
+    parser.add_argument(
+        "--fused", action="store_true", help="also time RedNets with every Involution2d fused, and with none"
+    )
     parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager"])
     return parser.parse_args()
 
@@ -141,7 +147,7 @@ def main():
     for mode in args.modes:
         for name in args.models:
             for backend in [None] if name.startswith("resnet") else args.backends:
-                for fused in [False, True] if args.fused and name.startswith("rednet") else [False]:
+                for fused in [None, True, False] if args.fused and name.startswith("rednet") else [None]:
                     rows.append(measure(name, backend, fused, mode, args, device, images, labels))
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
                     if args.json:  # after every row, so that a run cut short leaves what it measured

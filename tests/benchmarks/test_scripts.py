@@ -56,9 +56,10 @@ def test_model_benchmark_compares_with_resnet(tmp_path):
     assert [(r["model"], r["backend"], r["mode"]) for r in rows] == [
         ("rednet50", "torch", "eager"),
         ("rednet50", "torch fused", "eager"),
+        ("rednet50", "torch unfused", "eager"),
         ("resnet50", "-", "eager"),
     ]
-    assert rows[0]["flops_g"] == rows[1]["flops_g"]
+    assert rows[0]["flops_g"] == rows[1]["flops_g"] == rows[2]["flops_g"]
 
 
 def test_cpu_goals_times_each_compiled_kernel_beside_a_depthwise_convolution():
