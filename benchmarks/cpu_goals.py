@@ -17,13 +17,20 @@
 5. "bounds" (not a goal; what the goals leave to the involution layers): RedNet-50 and the demo's RedNet-26 with
    every involution as it is, with its aggregation free (the kernel generation kept: the map is computed, and a
    dense gradient of it handed back, as the aggregation's backward does) and with the whole layer free (the
-   input passed on, subsampled by the stride), each against the ResNet of part 2 or 3.
+   input passed on, subsampled by the stride), each against the ResNet of part 2 or 3. The aggregation-free
+   variant generates the kernel map with conv2 as the unfused layer does.
+6. "fusion" (not a goal; the evidence for Involution2d's default): each distinct involution layer of RedNet-50
+   (B8, torch's threads) and of the demo's RedNet-26 (8 and 16 channels per group; B128, one thread) alone,
+   with the kernel generated inside the compiled kernels (fused=True) against conv2 writing the kernel map
+   (fused=False): training (forward and backward with a dense gradient) and inference, and which of the two
+   the default picks (involution.ops.fusion_pays).
 
     python benchmarks/cpu_goals.py                  # all three (about two minutes on 2 cores)
     python benchmarks/cpu_goals.py --parts op demo --repeats 9
     python benchmarks/cpu_goals.py --threads 1      # less sensitive to other load on a shared machine
     python benchmarks/cpu_goals.py --parts kernels
     python benchmarks/cpu_goals.py --parts bounds
+    python benchmarks/cpu_goals.py --parts fusion
 
 Under glibc the script first has malloc keep freed memory for reuse (as MALLOC_MMAP_THRESHOLD_=33554432
 MALLOC_TRIM_THRESHOLD_=2147483647 would). With glibc's defaults, large freed blocks go back to the operating system
@@ -35,6 +42,7 @@ the header says which ran.
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 import time
@@ -49,7 +57,7 @@ from involution import Involution2d, involution2d
 from involution.models import build_model
 from involution.ops import BACKENDS, cpp_ops
 
-PARTS = ("op", "rednet50", "demo", "kernels", "bounds")
+PARTS = ("op", "rednet50", "demo", "kernels", "bounds", "fusion")
 
 
 def interleaved_ms(
@@ -342,6 +350,81 @@ def bounds_part(repeats: int) -> list[str]:
     return lines
 
 
+def involution_layers(model: torch.nn.Module, images: torch.Tensor) -> list[tuple[Involution2d, torch.Size]]:
+    """Each distinct Involution2d of model (by shape) with the input size it gets from images."""
+    seen = {}
+
+    def record(module, inputs, output):
+        key = (module.channels, module.stride, module.group_channels, module.conv2.conv.in_channels, inputs[0].shape)
+        seen.setdefault(key, (module, inputs[0].shape))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, Involution2d)]
+    with torch.no_grad():
+        model.eval()(images.to(memory_format=torch.channels_last))
+    for hook in hooks:
+        hook.remove()
+    return list(seen.values())
+
+
+def fusion_times(layer: Involution2d, size: torch.Size, repeats: int) -> dict[tuple, float]:
+    x = torch.randn(size).to(memory_format=torch.channels_last)
+    variants = {}
+    for fused in (False, True):
+        variants[fused] = copy.deepcopy(layer).train()
+        variants[fused].fused = fused
+
+    def train(module):
+        def step():
+            out = module(x.detach().requires_grad_())
+            out.backward(torch.ones_like(out))
+
+        return step
+
+    def infer(module):
+        def forward():
+            module.eval()
+            with torch.no_grad():
+                module(x)
+            module.train()
+
+        return forward
+
+    candidates = {
+        (what, fused): make(m) for fused, m in variants.items() for what, make in (("train", train), ("infer", infer))
+    }
+    return interleaved_ms(candidates, repeats)
+
+
+def fusion_part(repeats: int) -> list[str]:
+    if "cpp" not in BACKENDS or not cpp_ops.available():
+        return ["fusion: the compiled CPU kernels are not available here"]
+    options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+    models = [
+        ("RedNet-50, B8 224²", lambda: build_model("rednet50"), (8, 3, 224, 224), None),
+        *(
+            (f"demo RedNet-26, {width} channels per group, B128 28x28", lambda w=width: build_model(
+                "rednet26", kernel_size=7, group_channels=w, **options), (128, 1, 28, 28), 1)
+            for width in (8, 16)
+        ),
+    ]  # fmt: skip
+    lines = ["Involution2d alone, fused / unfused time (fused=True / False), training fwd+bwd and inference:"]
+    for title, build, shape, threads in models:
+        with torch_threads(threads):
+            lines.append(f"  {title}, {torch.get_num_threads()} thread(s):")
+            for layer, size in involution_layers(build(), torch.randn(shape)):
+                times = fusion_times(layer, size, repeats)
+                default = "fused" if layer.fuses(torch.empty(size)) else "unfused"  # as built
+                lines.append(
+                    f"    C{layer.channels} {size[-1]}² stride {layer.stride}, {layer.groups} groups of "
+                    f"{layer.group_channels}, reduced {layer.conv2.conv.in_channels}: train "
+                    f"{times['train', True]:.2f} / {times['train', False]:.2f} ms = "
+                    f"{times['train', True] / times['train', False]:.2f}x, infer {times['infer', True]:.2f} / "
+                    f"{times['infer', False]:.2f} ms = {times['infer', True] / times['infer', False]:.2f}x; "
+                    f"default: {default}"
+                )
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:3]))
@@ -365,6 +448,7 @@ def main():
         "demo": demo_part,
         "kernels": kernels_part,
         "bounds": bounds_part,
+        "fusion": fusion_part,
     }
     for name in args.parts:
         print("\n".join(parts[name](args.repeats)), flush=True)

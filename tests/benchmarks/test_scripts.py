@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,3 +142,22 @@ def test_kernel_ab_rejects_bad_input_in_one_line(args, message):
     result = invoke("kernel_ab.py", *args)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_cpu_goals_fusion_part_times_each_distinct_layer_both_ways(monkeypatch):
+    from involution.models import build_model
+    from involution.ops import cpp_ops
+
+    if not cpp_ops.available():
+        pytest.skip("no C++ compiler: the cpp backend is not built")
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import cpu_goals
+
+    options = {"stem": "small", "small_stem_stride": 2, "width": 16, "in_chans": 1, "num_classes": 10}
+    model = build_model("rednet26", kernel_size=3, group_channels=8, **options)
+    layers = cpu_goals.involution_layers(model, torch.randn(2, 1, 28, 28))
+    assert [(layer.channels, layer.stride, size[-1]) for layer, size in layers] == [
+        (16, 1, 14), (32, 2, 14), (32, 1, 7), (64, 2, 7), (64, 1, 4), (128, 2, 4),
+    ]  # fmt: skip
+    times = cpu_goals.fusion_times(*layers[0], repeats=1)
+    assert set(times) == {(what, fused) for what in ("train", "infer") for fused in (False, True)}
