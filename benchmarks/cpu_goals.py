@@ -415,8 +415,8 @@ def fusion_part(repeats: int) -> list[str]:
                 times = fusion_times(layer, size, repeats)
                 default = "fused" if layer.fuses(torch.empty(size)) else "unfused"  # as built
                 lines.append(
-                    f"    C{layer.channels} {size[-1]}² stride {layer.stride}, {layer.groups} groups of "
-                    f"{layer.group_channels}, reduced {layer.conv2.conv.in_channels}: train "
+                    f"    C{layer.channels} {size[-1]}² K={layer.kernel_size} stride {layer.stride}, {layer.groups} "
+                    f"groups of {layer.group_channels}, reduced {layer.conv2.conv.in_channels}: train "
                     f"{times['train', True]:.2f} / {times['train', False]:.2f} ms = "
                     f"{times['train', True] / times['train', False]:.2f}x, infer {times['infer', True]:.2f} / "
                     f"{times['infer', False]:.2f} ms = {times['infer', True] / times['infer', False]:.2f}x; "
