@@ -1,7 +1,8 @@
 """RedNet vs ResNet (and SASA) side by side: a training step and inference, images/s and peak memory.
 
 Every involution model is timed once per op backend, as built (Involution2d's default: the kernel generation
-fused where that pays), and with --fused also with every layer fused and with none (fused=True, False), eagerly
+fused where that pays), and with --fused also with every layer fused (fused=True) and, where the default fuses
+some, with none (fused=False), eagerly
 and/or under torch.compile (--modes); the ratios compare it with ResNet-50 measured in the same run and
 mode (the paper's FLOPs: RedNet-50 2.69 G vs ResNet-50 4.12 G). Compiled rows also give the compile time
 (the first training step plus the first inference, each minus one warm call).
@@ -64,6 +65,14 @@ def build(name, backend, fused, device):
         if isinstance(module, Involution2d):
             module.fused = fused  # None: the default
     return model
+
+
+def fusion_variants(name, backend, args, device, images) -> list:
+    """The values of Involution2d.fused to time the model with (None: as built)."""
+    if not (args.fused and name.startswith("rednet")):
+        return [None]
+    layers = [m for m in build(name, backend, None, device).modules() if isinstance(m, Involution2d)]
+    return [None, True, False] if any(layer.fuses(images) for layer in layers) else [None, True]
 
 
 def measure(name, backend, fused, mode, args, device, images, labels) -> dict:
@@ -147,7 +156,7 @@ def main():
     for mode in args.modes:
         for name in args.models:
             for backend in [None] if name.startswith("resnet") else args.backends:
-                for fused in [None, True, False] if args.fused and name.startswith("rednet") else [None]:
+                for fused in fusion_variants(name, backend, args, device, images):
                     rows.append(measure(name, backend, fused, mode, args, device, images, labels))
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
                     if args.json:  # after every row, so that a run cut short leaves what it measured
