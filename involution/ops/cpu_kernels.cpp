@@ -607,13 +607,16 @@ struct MapOutput {
 // grad_features[p, r] = sum_o gmap[p, o] * weight[o, r]; grad_weight[o, r] = sum_p gmap[p, o] * features[p, r];
 // grad_bias[o] = sum_p gmap[p, o]. The two sums over pixels go to one partial sum per thread (partials: per
 // thread, outputs x (R + 1): the weight's gradient with the bias's as a last column), added up in thread order
-// afterwards, so that a result does not depend on the threads' timing.
+// afterwards, so that a result does not depend on the threads' timing. Called inside a parallel region (where
+// the kernels run inline, in the caller's thread), everything goes to the first partial sum.
 template <typename T>
 struct GenerationGradients {
   const Generator<T>& generator;
   const T* weight;   // (outputs, R)
   T* grad_features;  // (B, Ho, Wo, R)
   T* partials;
+  int64_t threads;   // partial sums
+  bool inline_only = at::in_parallel_region();
 
   struct Writer {
     const GenerationGradients& owner;
@@ -689,7 +692,9 @@ struct GenerationGradients {
   };
 
   Writer thread() const {
-    return {*this, partials + at::get_thread_num() * generator.outputs * (generator.reduced + 1)};
+    const int64_t slot = inline_only ? 0 : at::get_thread_num();
+    TORCH_CHECK(slot < threads, "involution cpp backend: thread ", slot, " of ", threads, " has no partial sum");
+    return {*this, partials + slot * generator.outputs * (generator.reduced + 1)};
   }
 };
 
@@ -1184,7 +1189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_grad_generation(
     const int64_t reduced = gen.reduced, outputs = gen.outputs, threads = at::get_num_threads();
     std::vector<scalar_t> partials(threads * outputs * (reduced + 1), scalar_t(0));
     const GenerationGradients<scalar_t> sink{gen, weight.const_data_ptr<scalar_t>(),
-                                             grad_features.mutable_data_ptr<scalar_t>(), partials.data()};
+                                             grad_features.mutable_data_ptr<scalar_t>(), partials.data(), threads};
     kernel_gradient(g, grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), sink);
     scalar_t* grad_w = grad_weight.mutable_data_ptr<scalar_t>();
     scalar_t* grad_b = grad_bias.mutable_data_ptr<scalar_t>();

@@ -267,9 +267,11 @@ def test_cpp_lane_paths_and_thread_partials(threads, b, c, g, h, w, k, stride):
     torch.set_num_threads(threads)
     try:
         actual = results(fused(k, g, stride, 1, "cpp"), tensors, grad_out)
+        again = results(fused(k, g, stride, 1, "cpp"), tensors, grad_out)
     finally:
         torch.set_num_threads(previous)
     assert_matches(actual, expected, torch.float32, 1e-4, 1e-4)  # float32 sums over up to 714 pixels
+    assert all(torch.equal(a, b) for a, b in zip(actual, again))  # the same threads: the same bits
 
 
 @needs_cpp
