@@ -140,13 +140,16 @@ struct Generator {
     }
   }
 
-  // The map of `count` pixels from pixel index `pixel` (of the (B, Ho, Wo) pixels), into map (count x outputs).
+  // The map of `count` pixels from pixel index `pixel` (of the (B, Ho, Wo) pixels), into map (count x outputs):
+  // kVectors vectors of outputs at a time, then the vectors left (fewer).
   void rows(int64_t pixel, int64_t count, T* map) const {
     const T* f = features + pixel * reduced;
-    for (int64_t o = 0; o < outputs; o += kPass) {
-      int64_t j = 0;
-      for (; j + 2 <= count; j += 2) pass<2>(f + j * reduced, o, map + j * outputs);
-      for (; j < count; ++j) pass<1>(f + j * reduced, o, map + j * outputs);
+    int64_t o = 0;
+    for (; o + kPass <= outputs; o += kPass) pixels<kVectors>(f, count, o, map);
+    switch ((outputs - o + kWidth - 1) / kWidth) {
+      case 1: return pixels<1>(f, count, o, map);
+      case 2: return pixels<2>(f, count, o, map);
+      case 3: return pixels<3>(f, count, o, map);
     }
   }
 
@@ -155,31 +158,41 @@ struct Generator {
   std::vector<T> weight_t, bias;  // (R, padded) and (padded): transposed, zero beyond `outputs`
 
  private:
-  // Outputs [o, o + kPass) of P pixels (their features f, maps map), the sums in registers.
-  template <int64_t P>
+  // With 32 vector registers (AVX-512), 4 pixels of kVectors vectors of sums; else 2.
+  static constexpr int64_t kPixels = kRegisterBytes == 64 ? 4 : 2;
+
+  template <int64_t NV>
+  void pixels(const T* f, int64_t count, int64_t o, T* map) const {
+    int64_t j = 0;
+    for (; j + kPixels <= count; j += kPixels) pass<kPixels, NV>(f + j * reduced, o, map + j * outputs);
+    for (; j < count; ++j) pass<1, NV>(f + j * reduced, o, map + j * outputs);
+  }
+
+  // Outputs [o, o + NV vectors) of P pixels (their features f, maps map), the sums in registers.
+  template <int64_t P, int64_t NV>
   INLINE void pass(const T* f, int64_t o, T* map) const {
     const int64_t left = outputs - o;
 #ifdef INVOLUTION_VECTORS
     using V = Lanes<T, kWidth>;
-    V acc[P][kVectors];
-    UNROLL for (int64_t v = 0; v < kVectors; ++v) acc[0][v] = load<V>(bias.data() + o + v * kWidth);
-    UNROLL for (int64_t q = 1; q < P; ++q) UNROLL for (int64_t v = 0; v < kVectors; ++v) acc[q][v] = acc[0][v];
+    V acc[P][NV];
+    UNROLL for (int64_t v = 0; v < NV; ++v) acc[0][v] = load<V>(bias.data() + o + v * kWidth);
+    UNROLL for (int64_t q = 1; q < P; ++q) UNROLL for (int64_t v = 0; v < NV; ++v) acc[q][v] = acc[0][v];
     const T* w = weight_t.data() + o;
     for (int64_t r = 0; r < reduced; ++r, w += padded) {
-      V row[kVectors];
-      UNROLL for (int64_t v = 0; v < kVectors; ++v) row[v] = load<V>(w + v * kWidth);
+      V row[NV];
+      UNROLL for (int64_t v = 0; v < NV; ++v) row[v] = load<V>(w + v * kWidth);
       UNROLL for (int64_t q = 0; q < P; ++q) {
         const T x = f[q * reduced + r];
-        UNROLL for (int64_t v = 0; v < kVectors; ++v) acc[q][v] += x * row[v];
+        UNROLL for (int64_t v = 0; v < NV; ++v) acc[q][v] += x * row[v];
       }
     }
-    UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t v = 0; v < kVectors; ++v) {
+    UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t v = 0; v < NV; ++v) {
       const int64_t n = std::min(kWidth, left - v * kWidth);
       if (n > 0) std::memcpy(map + q * outputs + o + v * kWidth, &acc[q][v], n * sizeof(T));
     }
 #else
     for (int64_t q = 0; q < P; ++q)
-      for (int64_t c = 0; c < std::min(kPass, left); ++c) {
+      for (int64_t c = 0; c < std::min(NV * kWidth, left); ++c) {
         T sum = bias[o + c];
         for (int64_t r = 0; r < reduced; ++r) sum += f[q * reduced + r] * weight_t[r * padded + o + c];
         map[q * outputs + o + c] = sum;
