@@ -146,10 +146,11 @@ struct Generator {
     const T* f = features + pixel * reduced;
     int64_t o = 0;
     for (; o + kPass <= outputs; o += kPass) pixels<kVectors>(f, count, o, map);
-    switch ((outputs - o + kWidth - 1) / kWidth) {
+    switch ((outputs - o + kWidth - 1) / kWidth) {  // 0 to kVectors vectors left
       case 1: return pixels<1>(f, count, o, map);
       case 2: return pixels<2>(f, count, o, map);
       case 3: return pixels<3>(f, count, o, map);
+      default: if (o < outputs) pixels<kVectors>(f, count, o, map);
     }
   }
 

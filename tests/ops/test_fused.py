@@ -333,3 +333,17 @@ def test_module_fuses_by_default_where_it_pays():
     assert not Involution2d(64, 7, group_channels=16, kernel_generation="dot_product").fuses(x)
     unfused = Involution2d(64, 7, group_channels=16, fused=False)
     assert count_flops(narrow, (64, 8, 8)) == count_flops(unfused, (64, 8, 8))
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups,k", [(1, 3), (3, 5), (3, 7), (2, 7), (1, 7), (2, 5), (4, 7), (8, 7)])
+def test_cpp_every_tail_of_the_generated_rows(dtype, groups, k):
+    """The kernels generate a row's G*K*K weights 4 vectors at a time, then the 1-4 vectors left (9, 75, 147, 98,
+    49, 50, 196 and 392 weights: every remainder in float's 16 lanes and double's 8), for rows of 4 pixels and more
+    (taken 4 at a time with AVX-512) and fewer."""
+    for width in (11, 3):
+        tensors, grad_out = make_problem(2, 2 * groups, groups, 5, 7, width, k, 1, 1, dtype, "cpu")
+        actual = results(fused(k, groups, 1, 1, "cpp"), tensors, grad_out)
+        tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+        assert_matches(actual, reference(tensors, grad_out, k, groups, 1, 1), dtype, tolerance, tolerance)
