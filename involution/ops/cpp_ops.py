@@ -1,4 +1,6 @@
-"""The compiled CPU kernels (backend "cpp"): forward, grad_input and grad_kernel in one pass over the taps.
+"""The compiled CPU kernels (backend "cpp"): forward, grad_input and grad_kernel in one pass over the taps, and
+the same with the kernel generated inside them from reduced features (fused_forward, fused_grad_input,
+fused_grad_generation: the kernel map and its gradient never stored).
 
 ``cpu_kernels.cpp`` is compiled on first use (about 10 s, once per machine and torch version) into
 ``build/cpp_ops/`` of the source tree, or of ``$INVOLUTION_BUILD_DIR``; ``make setup`` builds it ahead. Where
