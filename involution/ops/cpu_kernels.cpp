@@ -297,20 +297,25 @@ void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, c
 // steps of `unit` elements from the block's first tap (forward: A = stride / dilation, D = 1; grad_input: A = 1,
 // D = -1), so each source pixel of a tap row is loaded once for every tap that reads it. COLS = column_count.
 template <typename T, int64_t CG, int64_t COLS, int64_t A, int64_t D>
-void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
+INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
   using V = Lanes<T, CG>;
   constexpr int64_t P = kBlock, origin = D > 0 ? 0 : COLS - 1, span = A * (P - 1) + COLS;
   const int64_t unit = b.source_pixel_step / A;
+  // Tap s = D * (e - origin - A * q) of pixel q weighs source e by the weight at e_offset + q_offset[q] from
+  // the row's first weight: sums kept in registers, so that a multiply-add needs no address arithmetic.
+  const int64_t e_step = D * b.weight_step;
+  int64_t q_offset[P];
+  UNROLL for (int64_t q = 0; q < P; ++q) q_offset[q] = q * (b.weight_pixel_step - D * A * b.weight_step);
   V acc[P] = {};
   for (int64_t r = 0; r < plan.row_count; ++r) {
-    const T* w = weights + plan.weight_rows[r] + b.weight_first;
+    const T* w = weights + plan.weight_rows[r] + b.weight_first - D * origin * b.weight_step;
     const T* source = sources + plan.source_rows[r] + b.source_first - origin * unit;
     V row[P] = {};  // a chain of multiply-adds per row, as in gather
-    UNROLL for (int64_t e = 0; e < span; ++e) {
-      const V x = load<V>(source + e * unit);
+    UNROLL for (int64_t e = 0; e < span; ++e, w += e_step, source += unit) {
+      const V x = load<V>(source);
       UNROLL for (int64_t q = 0; q < P; ++q) {
         const int64_t s = D * (e - origin - A * q);
-        if (s >= 0 && s < COLS) row[q] += w[s * b.weight_step + q * b.weight_pixel_step] * x;
+        if (s >= 0 && s < COLS) row[q] += w[q_offset[q]] * x;
       }
     }
     UNROLL for (int64_t q = 0; q < P; ++q) acc[q] += row[q];
@@ -319,19 +324,49 @@ void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, c
   UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
 }
 
-// Runs overlapping_gather where it applies (a full block of a common width whose taps' sources overlap);
-// false otherwise.
-template <typename T, int64_t CG>
-bool gathered_overlapping(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
+// overlapping_gather for the blocks [first, last) of a row (alike but for their offsets) and every group, in
+// register-wide pieces of CG channels: blocks outer, or GROUP_MAJOR, groups outer. One call for a run of blocks
+// keeps the dispatch on the taps' shape out of the loops.
+template <typename T, int64_t CG, int64_t PIECE, int64_t COLS, int64_t A, int64_t D, bool GROUP_MAJOR>
+void overlapping_blocks(const TapRows& plan, const Block* first, const Block* last, int64_t groups, int64_t taps,
+                        const T* weights, const T* sources, T* out) {
+  auto gather_group = [&](const Block& b, int64_t group) {
+    for (int64_t p = 0; p < CG; p += PIECE)
+      overlapping_gather<T, PIECE, COLS, A, D>(plan, b, weights + group * taps, sources + group * CG + p,
+                                               out + group * CG + p);
+  };
+  if (GROUP_MAJOR) {
+    for (int64_t group = 0; group < groups; ++group)
+      for (const Block* b = first; b != last; ++b) gather_group(*b, group);
+  } else {
+    for (const Block* b = first; b != last; ++b)
+      for (int64_t group = 0; group < groups; ++group) gather_group(*b, group);
+  }
+}
+
+// Runs overlapping_blocks where it applies (full blocks of a common width whose taps' sources overlap, read
+// forwards by forward and backwards by grad_input, GROUP_MAJOR); false otherwise.
+template <typename T, int64_t CG, int64_t PIECE, bool GROUP_MAJOR>
+bool gathered_overlapping(const TapRows& plan, const Block* first, const Block* last, int64_t groups, int64_t taps,
+                          const T* weights, const T* sources, T* out) {
   if constexpr (CG > 0) {
-    if (b.count != kBlock || b.source_step == 0) return false;
+    const Block& b = *first;
+    if (b.count != kBlock || b.source_step == 0 || b.source_pixel_step % std::abs(b.source_step)) return false;
     const int64_t a = b.source_pixel_step / std::abs(b.source_step);
-    if (b.source_pixel_step % std::abs(b.source_step)) return false;
     auto run = [&](auto cols) {
       constexpr int64_t C = decltype(cols)::value;
-      if (b.source_step > 0 && a == 1) return overlapping_gather<T, CG, C, 1, 1>(plan, b, weights, sources, out), true;
-      if (b.source_step > 0 && a == 2) return overlapping_gather<T, CG, C, 2, 1>(plan, b, weights, sources, out), true;
-      if (b.source_step < 0 && a == 1) return overlapping_gather<T, CG, C, 1, -1>(plan, b, weights, sources, out), true;
+      auto blocks = [&](auto a_constant, auto d_constant) {
+        overlapping_blocks<T, CG, PIECE, C, decltype(a_constant)::value, decltype(d_constant)::value, GROUP_MAJOR>(
+            plan, first, last, groups, taps, weights, sources, out);
+        return true;
+      };
+      using One = std::integral_constant<int64_t, 1>;
+      if constexpr (GROUP_MAJOR) {
+        if (b.source_step < 0 && a == 1) return blocks(One(), std::integral_constant<int64_t, -1>());
+      } else if (b.source_step > 0) {
+        if (a == 1) return blocks(One(), One());
+        if (a == 2) return blocks(std::integral_constant<int64_t, 2>(), One());
+      }
       return false;
     };
     switch (b.column_count) {
@@ -345,13 +380,13 @@ bool gathered_overlapping(const TapRows& plan, const Block& b, const T* weights,
 }
 #endif
 
-// Computes a row, in one of two orders:
-// - BY_GROUP (grad_input): the blocks of kBlock pixels group by group (a group's sources stay in cache while the
-//   row is swept), then the single pixels (near the borders; all of them in rows narrower than a block's windows)
-//   kBlock (or 2) groups at a time, as independent accumulators, so that their multiply-adds do not wait for each
-//   other;
-// - otherwise (forward): block after block in the row, each block's groups in turn (each pixel's kernel weights,
-//   contiguous across groups, are then read in order).
+// Computes a row: first its runs of full blocks alike (the interior of the row), then the single pixels (near the
+// borders; all of them in rows narrower than a block's windows), in one of two orders:
+// - BY_GROUP (grad_input): a run's blocks group by group (a group's sources stay in cache while the row is
+//   swept); the single pixels kBlock (or 2) groups at a time, as independent accumulators, so that their
+//   multiply-adds do not wait for each other;
+// - otherwise (forward): block after block, each block's groups in turn (each pixel's kernel weights, contiguous
+//   across groups, are then read in order).
 template <typename T, int64_t CG, bool BY_GROUP>
 void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
                 const T* sources, T* out, T* scratch) {
@@ -366,9 +401,6 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
       const int64_t first = p * piece;
       const T* source = sources + group * cg + first;
       T* destination = out + group * cg + first;
-#ifdef INVOLUTION_VECTORS
-      if (gathered_overlapping<T, piece>(rows, block, w, source, destination)) continue;
-#endif
       if (block.count == kBlock)
         gather<T, piece, kBlock>(rows, block, cg, w, source, destination, scratch);
       else if (block.count == 2)
@@ -377,21 +409,37 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
         gather<T, piece, 1>(rows, block, cg, w, source, destination, scratch);
     }
   };
-  if (!BY_GROUP) {
-    for (const Block& block : blocks)
-      for (int64_t group = 0; group < g.groups; ++group) run(block, group);
-    return;
+  auto alike = [](const Block& a, const Block& b) {
+    return a.count == b.count && a.column_count == b.column_count && a.spacing == b.spacing &&
+           a.weight_step == b.weight_step && a.weight_pixel_step == b.weight_pixel_step &&
+           a.source_step == b.source_step && a.source_pixel_step == b.source_pixel_step;
+  };
+  for (size_t begin = 0, end; begin < blocks.size(); begin = end) {
+    for (end = begin + 1; end < blocks.size() && alike(blocks[begin], blocks[end]); ++end) {
+    }
+    if (blocks[begin].count != kBlock) continue;
+#ifdef INVOLUTION_VECTORS
+    if (gathered_overlapping<T, CG, piece, BY_GROUP>(rows, &blocks[begin], blocks.data() + end, g.groups, g.taps(),
+                                                    weights, sources, out))
+      continue;
+#endif
+    if (BY_GROUP) {
+      for (int64_t group = 0; group < g.groups; ++group)
+        for (size_t i = begin; i < end; ++i) run(blocks[i], group);
+    } else {
+      for (size_t i = begin; i < end; ++i)
+        for (int64_t group = 0; group < g.groups; ++group) run(blocks[i], group);
+    }
   }
-  for (int64_t group = 0; group < g.groups; ++group)
-    for (const Block& block : blocks)
-      if (block.count == kBlock) run(block, group);
   for (const Block& block : blocks) {
     if (block.count == kBlock) continue;
-    Block groups = block;  // its "pixels" are the groups of this one pixel
-    groups.weight_pixel_step = g.taps(), groups.source_pixel_step = cg, groups.spacing = cg;
     int64_t group = 0;
-    for (groups.count = kBlock; group + kBlock <= g.groups; group += kBlock) run(groups, group);
-    for (groups.count = 2; group + 2 <= g.groups; group += 2) run(groups, group);
+    if (BY_GROUP) {
+      Block groups = block;  // its "pixels" are the groups of this one pixel
+      groups.weight_pixel_step = g.taps(), groups.source_pixel_step = cg, groups.spacing = cg;
+      for (groups.count = kBlock; group + kBlock <= g.groups; group += kBlock) run(groups, group);
+      for (groups.count = 2; group + 2 <= g.groups; group += 2) run(groups, group);
+    }
     for (; group < g.groups; ++group) run(block, group);
   }
 }
