@@ -76,7 +76,7 @@ def test_kernel_gradient_with_images_in_the_lanes(channels, groups, width, k, st
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("k,padding", [(7, None), (5, None), (7, 1)])
+@pytest.mark.parametrize("k,padding", [(7, None), (5, None), (3, None), (7, 1)])
 def test_kernel_gradient_rows_in_pairs_wherever_the_threads_split(threads, k, padding):
     """The pixel lanes take two output rows per pass: 1 thread sweeps both images (13 rows each, so a pass must
     not pair an image's last row with the next image's first), 3 threads start and end their rows mid-image."""

@@ -258,7 +258,13 @@ def test_cpp_random_shapes_match_reference(
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize(
     "b,c,g,h,w,k,stride",
-    [(17, 16, 2, 6, 7, 7, 1), (17, 24, 3, 5, 5, 3, 2), (2, 32, 2, 9, 17, 7, 1), (3, 64, 4, 8, 13, 5, 1)],
+    [
+        (17, 16, 2, 6, 7, 7, 1),
+        (17, 24, 3, 5, 5, 3, 2),
+        (2, 32, 2, 9, 17, 7, 1),
+        (2, 32, 2, 9, 17, 3, 1),
+        (3, 64, 4, 8, 13, 5, 1),
+    ],
 )
 def test_cpp_lane_paths_and_thread_partials(threads, b, c, g, h, w, k, stride):
     """The kernel gradient's lanes over images (17: a chunk of 16 and one more) and over a row's pixels feed the
