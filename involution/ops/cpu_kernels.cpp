@@ -380,13 +380,12 @@ bool gathered_overlapping(const TapRows& plan, const Block* first, const Block* 
 }
 #endif
 
-// Computes a row: first its runs of full blocks alike (the interior of the row), then the single pixels (near the
-// borders; all of them in rows narrower than a block's windows), in one of two orders:
-// - BY_GROUP (grad_input): a run's blocks group by group (a group's sources stay in cache while the row is
-//   swept); the single pixels kBlock (or 2) groups at a time, as independent accumulators, so that their
-//   multiply-adds do not wait for each other;
+// Computes a row: first its runs of full blocks alike (the interior of the row), in one of two orders:
+// - BY_GROUP (grad_input): a run's blocks group by group (a group's sources stay in cache while the row is swept);
 // - otherwise (forward): block after block, each block's groups in turn (each pixel's kernel weights, contiguous
-//   across groups, are then read in order).
+//   across groups, are then read in order);
+// then the single pixels (near the borders; all of them in rows narrower than a block's windows), kBlock (or 2)
+// groups at a time, as independent accumulators, so that their multiply-adds do not wait for each other.
 template <typename T, int64_t CG, bool BY_GROUP>
 void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>& blocks, const T* weights,
                 const T* sources, T* out, T* scratch) {
@@ -433,13 +432,11 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
   }
   for (const Block& block : blocks) {
     if (block.count == kBlock) continue;
+    Block groups = block;  // its "pixels" are the groups of this one pixel
+    groups.weight_pixel_step = g.taps(), groups.source_pixel_step = cg, groups.spacing = cg;
     int64_t group = 0;
-    if (BY_GROUP) {
-      Block groups = block;  // its "pixels" are the groups of this one pixel
-      groups.weight_pixel_step = g.taps(), groups.source_pixel_step = cg, groups.spacing = cg;
-      for (groups.count = kBlock; group + kBlock <= g.groups; group += kBlock) run(groups, group);
-      for (groups.count = 2; group + 2 <= g.groups; group += 2) run(groups, group);
-    }
+    for (groups.count = kBlock; group + kBlock <= g.groups; group += kBlock) run(groups, group);
+    for (groups.count = 2; group + 2 <= g.groups; group += 2) run(groups, group);
     for (; group < g.groups; ++group) run(block, group);
   }
 }
