@@ -66,6 +66,17 @@ V load(const T* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+
+// The first n lanes of v (all of them where n reaches their count) to out: a whole vector as one store (a size
+// known at compile time: no call to memcpy), a partial one by elements.
+template <typename V, typename T>
+INLINE void store_first(T* out, const V& v, int64_t n) {
+  constexpr int64_t lanes = sizeof(V) / sizeof(T);
+  if (n >= lanes)
+    std::memcpy(out, &v, sizeof(V));
+  else
+    for (int64_t c = 0; c < n; ++c) out[c] = v[c];
+}
 #endif
 
 struct Geometry {
@@ -187,10 +198,8 @@ struct Generator {
         UNROLL for (int64_t v = 0; v < NV; ++v) acc[q][v] += x * row[v];
       }
     }
-    UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t v = 0; v < NV; ++v) {
-      const int64_t n = std::min(kWidth, left - v * kWidth);
-      if (n > 0) std::memcpy(map + q * outputs + o + v * kWidth, &acc[q][v], n * sizeof(T));
-    }
+    UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t v = 0; v < NV; ++v)
+      store_first(map + q * outputs + o + v * kWidth, acc[q][v], left - v * kWidth);
 #else
     for (int64_t q = 0; q < P; ++q)
       for (int64_t c = 0; c < std::min(NV * kWidth, left); ++c) {
@@ -598,7 +607,7 @@ INLINE void dot_products(const T* a, const T* source, const int64_t* offsets, in
         UNROLL for (int64_t k = 0; k < CHUNKS; ++k) products[t] += left[k] * load<V>(source + offsets[first + t] + k * L);
     }
     const V sums = tap_sums(products, std::integral_constant<int64_t, L>());
-    std::memcpy(out + first, &sums, std::min<int64_t>(L, count - first) * sizeof(T));
+    store_first(out + first, sums, count - first);
   }
 }
 
@@ -615,9 +624,8 @@ INLINE void pair_dot_products(const float* a, const float* source, const int64_t
     UNROLL for (int k = 0; k < 2; ++k) p[k] = fold<4>(p[2 * k], p[2 * k + 1]);
     Float16 e = fold<2>(p[0], p[1]);
     e = __builtin_shufflevector(e, e, 0, 4, 2, 6, 1, 5, 3, 7, 8, 12, 10, 14, 9, 13, 11, 15);
-    const int64_t n = std::min<int64_t>(8, count - first);
-    std::memcpy(out + first, &e, n * sizeof(float));
-    std::memcpy(out + taps + first, reinterpret_cast<const float*>(&e) + 8, n * sizeof(float));
+    store_first(out + first, __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), count - first);
+    store_first(out + taps + first, __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15), count - first);
   }
 }
 #endif
