@@ -673,7 +673,7 @@ struct MapOutput {
 
 // grad_features[p, r] = sum_o gmap[p, o] * weight[o, r]; grad_weight[o, r] = sum_p gmap[p, o] * features[p, r];
 // grad_bias[o] = sum_p gmap[p, o]. The two sums over pixels go to one partial sum per thread (partials: per
-// thread, outputs x (R + 1): the weight's gradient with the bias's as a last column), added up in thread order
+// thread, outputs x R for the weight's gradient, then outputs for the bias's), added up in thread order
 // afterwards, so that a result does not depend on the threads' timing. Called inside a parallel region (where
 // the kernels run inline, in the caller's thread), everything goes to the first partial sum.
 template <typename T>
@@ -690,14 +690,21 @@ struct GenerationGradients {
     T* sums;  // this thread's partials
     T* place(int64_t, T* buffer) const { return buffer; }
     void operator()(int64_t pixel, const T* values, int64_t count) const {
-      const int64_t reduced = owner.generator.reduced;
+      const int64_t reduced = owner.generator.reduced, outputs = owner.generator.outputs;
+      // The bias's gradient on its own, over contiguous outputs (vectorised), so that the multiply-adds below
+      // take their gradients straight from memory.
+      T* __restrict__ bias_sums = sums + outputs * reduced;
+      for (int64_t p = 0; p < count; ++p) {
+        const T* __restrict__ grad = values + p * outputs;
+#pragma omp simd
+        for (int64_t o = 0; o < outputs; ++o) bias_sums[o] += grad[o];
+      }
 #ifdef INVOLUTION_VECTORS
       constexpr int64_t L = kRegisterBytes / int64_t(sizeof(T));
       if (reduced % L == 0) return blocks<L>(pixel, values, count);
       if (reduced % 8 == 0 && L > 8) return blocks<8>(pixel, values, count);
       if (reduced % 4 == 0) return blocks<4>(pixel, values, count);
 #endif
-      const int64_t outputs = owner.generator.outputs;
       for (int64_t p = 0; p < count; ++p) {
         const T* grad = values + p * outputs;
         const T* f = owner.generator.features + (pixel + p) * reduced;
@@ -705,12 +712,11 @@ struct GenerationGradients {
         std::fill_n(grad_f, reduced, T(0));
         for (int64_t o = 0; o < outputs; ++o) {
           const T* w = owner.weight + o * reduced;
-          T* s = sums + o * (reduced + 1);
+          T* s = sums + o * reduced;
           for (int64_t r = 0; r < reduced; ++r) {
             grad_f[r] += grad[o] * w[r];
             s[r] += grad[o] * f[r];
           }
-          s[reduced] += grad[o];
         }
       }
     }
@@ -730,27 +736,24 @@ struct GenerationGradients {
       }
     }
 
-    // Reduced channels [r, r + W) of P pixels; the bias's gradient with the first vector of channels.
+    // Reduced channels [r, r + W) of P pixels.
     template <int64_t W, int64_t P>
     INLINE void block(int64_t pixel, const T* values, int64_t r) const {
       using V = Lanes<T, W>;
-      const int64_t reduced = owner.generator.reduced, outputs = owner.generator.outputs, row = reduced + 1;
+      const int64_t reduced = owner.generator.reduced, outputs = owner.generator.outputs;
       V f[P], grad_f[P] = {};
       UNROLL for (int64_t q = 0; q < P; ++q) f[q] = load<V>(owner.generator.features + (pixel + q) * reduced + r);
       const T* w = owner.weight + r;
       T* s = sums + r;
-      for (int64_t o = 0; o < outputs; ++o, w += reduced, s += row) {
+      for (int64_t o = 0; o < outputs; ++o, w += reduced, s += reduced) {
         const V weights = load<V>(w);
         V grad_w = load<V>(s);
-        T grad_b = T(0);
         UNROLL for (int64_t q = 0; q < P; ++q) {
           const T g = values[q * outputs + o];
           grad_f[q] += g * weights;
           grad_w += g * f[q];
-          grad_b += g;
         }
         std::memcpy(s, &grad_w, sizeof(V));
-        if (r == 0) sums[o * row + reduced] += grad_b;
       }
       UNROLL for (int64_t q = 0; q < P; ++q)
         std::memcpy(owner.grad_features + (pixel + q) * reduced + r, &grad_f[q], sizeof(V));
@@ -1263,12 +1266,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_grad_generation(
     kernel_gradient(g, grad_out.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), sink);
     scalar_t* grad_w = grad_weight.mutable_data_ptr<scalar_t>();
     scalar_t* grad_b = grad_bias.mutable_data_ptr<scalar_t>();
-    for (int64_t o = 0; o < outputs; ++o)
-      for (int64_t r = 0; r <= reduced; ++r) {
-        scalar_t sum = scalar_t(0);
-        for (int64_t t = 0; t < threads; ++t) sum += partials[(t * outputs + o) * (reduced + 1) + r];
-        (r < reduced ? grad_w[o * reduced + r] : grad_b[o]) = sum;
-      }
+    const int64_t thread_sums = outputs * (reduced + 1);  // the weight's gradient, then the bias's
+    for (int64_t i = 0; i < thread_sums; ++i) {
+      scalar_t sum = scalar_t(0);
+      for (int64_t t = 0; t < threads; ++t) sum += partials[t * thread_sums + i];
+      (i < outputs * reduced ? grad_w[i] : grad_b[i - outputs * reduced]) = sum;
+    }
   });
   return {grad_features, grad_weight, grad_bias};
 }
