@@ -68,14 +68,39 @@ V load(const T* p) {
 }
 
 // The first n lanes of v (all of them where n reaches their count) to out: a whole vector as one store (a size
-// known at compile time: no call to memcpy), a partial one by elements.
+// known at compile time: no call to memcpy), a partial one as a masked store where AVX-512 has one (GCC turns a
+// loop over the elements into a call to memcpy, which spills every vector register).
 template <typename V, typename T>
 INLINE void store_first(T* out, const V& v, int64_t n) {
   constexpr int64_t lanes = sizeof(V) / sizeof(T);
-  if (n >= lanes)
-    std::memcpy(out, &v, sizeof(V));
-  else
-    for (int64_t c = 0; c < n; ++c) out[c] = v[c];
+  if (n >= lanes) return std::memcpy(out, &v, sizeof(V)), void();
+  if (n <= 0) return;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  constexpr bool single = std::is_same<T, float>::value;
+  const unsigned mask = (1u << n) - 1;
+  if constexpr (sizeof(V) == 64) {
+    if constexpr (single) {
+      __m512 x;
+      std::memcpy(&x, &v, sizeof x);
+      return _mm512_mask_storeu_ps(out, __mmask16(mask), x);
+    } else {
+      __m512d x;
+      std::memcpy(&x, &v, sizeof x);
+      return _mm512_mask_storeu_pd(out, __mmask8(mask), x);
+    }
+  } else if constexpr (sizeof(V) == 32) {
+    if constexpr (single) {
+      __m256 x;
+      std::memcpy(&x, &v, sizeof x);
+      return _mm256_mask_storeu_ps(out, __mmask8(mask), x);
+    } else {
+      __m256d x;
+      std::memcpy(&x, &v, sizeof x);
+      return _mm256_mask_storeu_pd(out, __mmask8(mask), x);
+    }
+  }
+#endif
+  for (int64_t c = 0; c < n; ++c) out[c] = v[c];
 }
 #endif
 
