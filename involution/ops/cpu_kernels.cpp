@@ -335,8 +335,8 @@ INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* wei
   using V = Lanes<T, CG>;
   constexpr int64_t P = kBlock, origin = D > 0 ? 0 : COLS - 1, span = A * (P - 1) + COLS;
   const int64_t unit = b.source_pixel_step / A;
-  // Tap s = D * (e - origin - A * q) of pixel q weighs source e by the weight at e_offset + q_offset[q] from
-  // the row's first weight: sums kept in registers, so that a multiply-add needs no address arithmetic.
+  // Tap s = D * (e - origin - A * q) of pixel q weighs source e by the weight at w + q_offset[q], w advancing by
+  // e_step per source: the offsets stay in registers, so that a multiply-add needs no address arithmetic.
   const int64_t e_step = D * b.weight_step;
   int64_t q_offset[P];
   UNROLL for (int64_t q = 0; q < P; ++q) q_offset[q] = q * (b.weight_pixel_step - D * A * b.weight_step);
@@ -1118,8 +1118,9 @@ void grad_kernel_images(const Geometry& g, const float* grad_out, const float* i
 // The lanes paths where they apply (float): over images in a batch of at least kWideRow images, for rows narrower
 // than kWideRow pixels or groups of at most 8 channels (K = 3, 5 or 7; a thread's copies of kLanes images within
 // kImageCopyBytes); otherwise over a row's pixels for rows of at least kWideRow pixels (stride 1, K = 5 or 7, or
-// K = 3 at dilation 1 with groups of at most 16 channels); false otherwise. (With 8 channels per group, copying and writing out a row costs the pixel lanes as much as
-// their multiply-adds; the images' copies are shared by all the taps of a pixel.)
+// K = 3 at dilation 1 with groups of at most 16 channels); false otherwise. (With 8 channels per group, copying
+// and writing out a row costs the pixel lanes as much as their multiply-adds; the images' copies are shared by all
+// the taps of a pixel.)
 constexpr int64_t kWideRow = 12, kImageCopyBytes = int64_t(1) << 26;
 
 template <typename T, typename Sink>
