@@ -78,27 +78,14 @@ INLINE void store_first(T* out, const V& v, int64_t n) {
 #if defined(__AVX512F__) && defined(__AVX512VL__)
   constexpr bool single = std::is_same<T, float>::value;
   const unsigned mask = (1u << n) - 1;
-  if constexpr (sizeof(V) == 64) {
-    if constexpr (single) {
-      __m512 x;
-      std::memcpy(&x, &v, sizeof x);
-      return _mm512_mask_storeu_ps(out, __mmask16(mask), x);
-    } else {
-      __m512d x;
-      std::memcpy(&x, &v, sizeof x);
-      return _mm512_mask_storeu_pd(out, __mmask8(mask), x);
-    }
-  } else if constexpr (sizeof(V) == 32) {
-    if constexpr (single) {
-      __m256 x;
-      std::memcpy(&x, &v, sizeof x);
-      return _mm256_mask_storeu_ps(out, __mmask8(mask), x);
-    } else {
-      __m256d x;
-      std::memcpy(&x, &v, sizeof x);
-      return _mm256_mask_storeu_pd(out, __mmask8(mask), x);
-    }
-  }
+  if constexpr (sizeof(V) == 64 && single)
+    return _mm512_mask_storeu_ps(out, __mmask16(mask), __builtin_bit_cast(__m512, v));
+  else if constexpr (sizeof(V) == 64)
+    return _mm512_mask_storeu_pd(out, __mmask8(mask), __builtin_bit_cast(__m512d, v));
+  else if constexpr (sizeof(V) == 32 && single)
+    return _mm256_mask_storeu_ps(out, __mmask8(mask), __builtin_bit_cast(__m256, v));
+  else if constexpr (sizeof(V) == 32)
+    return _mm256_mask_storeu_pd(out, __mmask8(mask), __builtin_bit_cast(__m256d, v));
 #endif
   for (int64_t c = 0; c < n; ++c) out[c] = v[c];
 }
