@@ -52,8 +52,8 @@ def test_matches_reference_on_random_shapes(problem, channels_last, dtype):
 )
 def test_every_vector_path_matches_reference(group_channels, groups, k, stride, dilation):
     """Each float32 fast path on an odd-sized image wide enough for blocks of pixels and windows inside it, and
-    for the kernel gradient's rows of 16 pixels (17 columns: a full block and one pixel); single pixels go 4, 2
-    or 1 groups at a time."""
+    for the kernel gradient's rows of 16 (or, with AVX2, 8) pixels (17 columns: full blocks and one pixel); single
+    pixels go 4, 2 or 1 groups at a time."""
     x, kernel, padding = random_problem(2, groups * group_channels, groups, 13, 17, k, stride, dilation)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
     x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
@@ -66,8 +66,9 @@ def test_every_vector_path_matches_reference(group_channels, groups, k, stride, 
     "k,stride,dilation,padding", [(3, 1, 1, None), (7, 1, 1, None), (7, 2, 1, None), (5, 1, 2, None), (7, 1, 1, 1)]
 )
 def test_kernel_gradient_with_images_in_the_lanes(channels, groups, width, k, stride, dilation, padding):
-    """Rows narrower than a vector, or groups of 8 channels, in a batch of 17 images (a chunk of 16 and one more)
-    put images in the lanes; at K=7 with 2 or 3 groups the output pixels are assembled in several pieces."""
+    """Rows narrower than a vector, or groups of 8 channels, in a batch of 17 images (chunks of 16, or with AVX2 of
+    8, and one more) put images in the lanes; at K=7 with 2 or 3 groups the output pixels are assembled in several
+    pieces."""
     x, kernel, padding = random_problem(17, channels, groups, 6, width, k, stride, dilation, padding)
     expected = outputs_and_grads(x, kernel, stride, padding, dilation, "reference")
     x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
@@ -78,8 +79,9 @@ def test_kernel_gradient_with_images_in_the_lanes(channels, groups, width, k, st
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("k,padding", [(7, None), (5, None), (3, None), (7, 1)])
 def test_kernel_gradient_rows_in_pairs_wherever_the_threads_split(threads, k, padding):
-    """The pixel lanes take two output rows per pass: 1 thread sweeps both images (13 rows each, so a pass must
-    not pair an image's last row with the next image's first), 3 threads start and end their rows mid-image."""
+    """The pixel lanes take two output rows per pass (at K=7 only with AVX-512): 1 thread sweeps both images (13
+    rows each, so a pass must not pair an image's last row with the next image's first), 3 threads start and end
+    their rows mid-image."""
     x, kernel, padding = random_problem(2, 32, 2, 13, 17, k, 1, 1, padding)
     expected = outputs_and_grads(x, kernel, 1, padding, 1, "reference")
     x32 = x.detach().float().to(memory_format=torch.channels_last).requires_grad_()
