@@ -317,10 +317,11 @@ void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, c
 #ifdef INVOLUTION_VECTORS
 // gather for a block of kBlock pixels whose windows overlap: tap s of pixel q reads the source pixel A * q + D * s
 // steps of `unit` elements from the block's first tap (forward: A = stride / dilation, D = 1; grad_input: A = 1,
-// D = -1), so each source pixel of a tap row is loaded once for every tap that reads it. COLS = column_count.
-template <typename T, int64_t CG, int64_t COLS, int64_t A, int64_t D>
+// D = -1), so each source pixel of a tap row is loaded once for every tap that reads it. COLS = column_count. NP
+// pieces of PIECE channels at once (a group's neighbouring pieces), each weight loaded once for all of them.
+template <typename T, int64_t PIECE, int64_t NP, int64_t COLS, int64_t A, int64_t D>
 INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
-  using V = Lanes<T, CG>;
+  using V = Lanes<T, PIECE>;
   constexpr int64_t P = kBlock, origin = D > 0 ? 0 : COLS - 1, span = A * (P - 1) + COLS;
   const int64_t unit = b.source_pixel_step / A;
   // Tap s = D * (e - origin - A * q) of pixel q weighs source e by the weight at w + q_offset[q], w advancing by
@@ -328,34 +329,43 @@ INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* wei
   const int64_t e_step = D * b.weight_step;
   int64_t q_offset[P];
   UNROLL for (int64_t q = 0; q < P; ++q) q_offset[q] = q * (b.weight_pixel_step - D * A * b.weight_step);
-  V acc[P] = {};
+  V acc[P][NP] = {};
   for (int64_t r = 0; r < plan.row_count; ++r) {
     const T* w = weights + plan.weight_rows[r] + b.weight_first - D * origin * b.weight_step;
     const T* source = sources + plan.source_rows[r] + b.source_first - origin * unit;
-    V row[P] = {};  // a chain of multiply-adds per row, as in gather
+    // One piece: a chain of multiply-adds per row, as in gather; several pieces are independent chains enough.
+    V row[P][NP] = {};
+    V(&sums)[P][NP] = NP == 1 ? row : acc;
     UNROLL for (int64_t e = 0; e < span; ++e, w += e_step, source += unit) {
-      const V x = load<V>(source);
+      V x[NP];
+      UNROLL for (int64_t n = 0; n < NP; ++n) x[n] = load<V>(source + n * PIECE);
       UNROLL for (int64_t q = 0; q < P; ++q) {
         const int64_t s = D * (e - origin - A * q);
-        if (s >= 0 && s < COLS) row[q] += w[q_offset[q]] * x;
+        if (s >= 0 && s < COLS) {
+          const T weight = w[q_offset[q]];
+          UNROLL for (int64_t n = 0; n < NP; ++n) sums[q][n] += weight * x[n];
+        }
       }
     }
-    UNROLL for (int64_t q = 0; q < P; ++q) acc[q] += row[q];
+    if constexpr (NP == 1) UNROLL for (int64_t q = 0; q < P; ++q) acc[q][0] += row[q][0];
   }
   out += b.out_offset;
-  UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
+  UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t n = 0; n < NP; ++n)
+    std::memcpy(out + q * b.spacing + n * PIECE, &acc[q][n], sizeof(V));
 }
 
 // overlapping_gather for the blocks [first, last) of a row (alike but for their offsets) and every group, in
-// register-wide pieces of CG channels: blocks outer, or GROUP_MAJOR, groups outer. One call for a run of blocks
-// keeps the dispatch on the taps' shape out of the loops.
+// register-wide pieces of CG channels, kPiecesAtOnce of them per pass: blocks outer, or GROUP_MAJOR, groups outer.
+// One call for a run of blocks keeps the dispatch on the taps' shape out of the loops.
 template <typename T, int64_t CG, int64_t PIECE, int64_t COLS, int64_t A, int64_t D, bool GROUP_MAJOR>
 void overlapping_blocks(const TapRows& plan, const Block* first, const Block* last, int64_t groups, int64_t taps,
                         const T* weights, const T* sources, T* out) {
+  // With AVX2's 16 registers, two pieces a pass (4 pixels' sums of both, and their sources); with AVX-512 one.
+  constexpr int64_t kPiecesAtOnce = kRegisterBytes == 32 && CG >= 2 * PIECE ? 2 : 1;
   auto gather_group = [&](const Block& b, int64_t group) {
-    for (int64_t p = 0; p < CG; p += PIECE)
-      overlapping_gather<T, PIECE, COLS, A, D>(plan, b, weights + group * taps, sources + group * CG + p,
-                                               out + group * CG + p);
+    for (int64_t p = 0; p < CG; p += kPiecesAtOnce * PIECE)
+      overlapping_gather<T, PIECE, kPiecesAtOnce, COLS, A, D>(plan, b, weights + group * taps,
+                                                               sources + group * CG + p, out + group * CG + p);
   };
   if (GROUP_MAJOR) {
     for (int64_t group = 0; group < groups; ++group)
