@@ -274,26 +274,45 @@ struct TapRows {
   std::vector<int64_t> weight_rows, source_rows;
 };
 
+// Pieces of a group's channels (register-wide, PIECE of its CG channels) that forward and grad_input gather in one
+// pass, each weight loaded once for all of them: two with AVX2 (16 vector registers: the sums of a block's pixels
+// for both pieces, and their sources), one with AVX-512 (its registers hold the sums in two chains instead).
+template <int64_t CG, int64_t PIECE>
+constexpr int64_t pieces_at_once() {
+  return kRegisterBytes == 32 && CG >= 2 * PIECE ? 2 : 1;
+}
+
+// Where fewer than 8 chains of multiply-adds are independent (sums of pixels times pieces), each tap row sums in a
+// chain of its own, added at the row's end, so that the rows' chains overlap.
+constexpr bool row_chains(int64_t sums) { return sums < 8; }
+
 // The sum over a block's taps of weight * source pixel, for its P pixels at once (independent accumulators, in
-// registers where the group width CG is known at compile time; CG = 0: cg at run time).
-template <typename T, int64_t CG, int64_t P>
+// registers where the group width CG is known at compile time, NP register-wide pieces of CG channels; CG = 0: cg
+// at run time).
+template <typename T, int64_t CG, int64_t P, int64_t NP = 1>
 void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, const T* sources, T* out,
             T* scratch) {
   out += b.out_offset;
 #ifdef INVOLUTION_VECTORS
   if constexpr (CG > 0) {
     using V = Lanes<T, CG>;
-    V acc[P] = {};
+    V acc[P][NP] = {};
     for (int64_t r = 0; r < plan.row_count; ++r) {
       const T* w = weights + plan.weight_rows[r] + b.weight_first;
       const T* source = sources + plan.source_rows[r] + b.source_first;
-      V row[P] = {};  // a chain of multiply-adds per row, so that the rows' chains overlap
+      V row[P][NP] = {};
+      V(&sums)[P][NP] = row_chains(P * NP) ? row : acc;
       for (int64_t s = 0; s < b.column_count; ++s, w += b.weight_step, source += b.source_step)
-        UNROLL for (int64_t q = 0; q < P; ++q)
-          row[q] += w[q * b.weight_pixel_step] * load<V>(source + q * b.source_pixel_step);
-      UNROLL for (int64_t q = 0; q < P; ++q) acc[q] += row[q];
+        UNROLL for (int64_t q = 0; q < P; ++q) {
+          const T weight = w[q * b.weight_pixel_step];
+          UNROLL for (int64_t n = 0; n < NP; ++n)
+            sums[q][n] += weight * load<V>(source + q * b.source_pixel_step + n * CG);
+        }
+      if constexpr (row_chains(P * NP))
+        UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t n = 0; n < NP; ++n) acc[q][n] += row[q][n];
     }
-    UNROLL for (int64_t q = 0; q < P; ++q) std::memcpy(out + q * b.spacing, &acc[q], sizeof(V));
+    UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t n = 0; n < NP; ++n)
+      std::memcpy(out + q * b.spacing + n * CG, &acc[q][n], sizeof(V));
     return;
   }
 #endif
@@ -318,7 +337,7 @@ void gather(const TapRows& plan, const Block& b, int64_t cg, const T* weights, c
 // gather for a block of kBlock pixels whose windows overlap: tap s of pixel q reads the source pixel A * q + D * s
 // steps of `unit` elements from the block's first tap (forward: A = stride / dilation, D = 1; grad_input: A = 1,
 // D = -1), so each source pixel of a tap row is loaded once for every tap that reads it. COLS = column_count. NP
-// pieces of PIECE channels at once (a group's neighbouring pieces), each weight loaded once for all of them.
+// pieces of PIECE channels at once (a group's neighbouring pieces).
 template <typename T, int64_t PIECE, int64_t NP, int64_t COLS, int64_t A, int64_t D>
 INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* weights, const T* sources, T* out) {
   using V = Lanes<T, PIECE>;
@@ -333,9 +352,8 @@ INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* wei
   for (int64_t r = 0; r < plan.row_count; ++r) {
     const T* w = weights + plan.weight_rows[r] + b.weight_first - D * origin * b.weight_step;
     const T* source = sources + plan.source_rows[r] + b.source_first - origin * unit;
-    // One piece: a chain of multiply-adds per row, as in gather; several pieces are independent chains enough.
     V row[P][NP] = {};
-    V(&sums)[P][NP] = NP == 1 ? row : acc;
+    V(&sums)[P][NP] = row_chains(P * NP) ? row : acc;
     UNROLL for (int64_t e = 0; e < span; ++e, w += e_step, source += unit) {
       V x[NP];
       UNROLL for (int64_t n = 0; n < NP; ++n) x[n] = load<V>(source + n * PIECE);
@@ -347,7 +365,8 @@ INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* wei
         }
       }
     }
-    if constexpr (NP == 1) UNROLL for (int64_t q = 0; q < P; ++q) acc[q][0] += row[q][0];
+    if constexpr (row_chains(P * NP))
+      UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t n = 0; n < NP; ++n) acc[q][n] += row[q][n];
   }
   out += b.out_offset;
   UNROLL for (int64_t q = 0; q < P; ++q) UNROLL for (int64_t n = 0; n < NP; ++n)
@@ -355,17 +374,16 @@ INLINE void overlapping_gather(const TapRows& plan, const Block& b, const T* wei
 }
 
 // overlapping_gather for the blocks [first, last) of a row (alike but for their offsets) and every group, in
-// register-wide pieces of CG channels, kPiecesAtOnce of them per pass: blocks outer, or GROUP_MAJOR, groups outer.
-// One call for a run of blocks keeps the dispatch on the taps' shape out of the loops.
+// register-wide pieces of CG channels: blocks outer, or GROUP_MAJOR, groups outer. One call for a run of blocks
+// keeps the dispatch on the taps' shape out of the loops.
 template <typename T, int64_t CG, int64_t PIECE, int64_t COLS, int64_t A, int64_t D, bool GROUP_MAJOR>
 void overlapping_blocks(const TapRows& plan, const Block* first, const Block* last, int64_t groups, int64_t taps,
                         const T* weights, const T* sources, T* out) {
-  // With AVX2's 16 registers, two pieces a pass (4 pixels' sums of both, and their sources); with AVX-512 one.
-  constexpr int64_t kPiecesAtOnce = kRegisterBytes == 32 && CG >= 2 * PIECE ? 2 : 1;
+  constexpr int64_t together = pieces_at_once<CG, PIECE>();
   auto gather_group = [&](const Block& b, int64_t group) {
-    for (int64_t p = 0; p < CG; p += kPiecesAtOnce * PIECE)
-      overlapping_gather<T, PIECE, kPiecesAtOnce, COLS, A, D>(plan, b, weights + group * taps,
-                                                               sources + group * CG + p, out + group * CG + p);
+    for (int64_t p = 0; p < CG; p += together * PIECE)
+      overlapping_gather<T, PIECE, together, COLS, A, D>(plan, b, weights + group * taps, sources + group * CG + p,
+                                                         out + group * CG + p);
   };
   if (GROUP_MAJOR) {
     for (int64_t group = 0; group < groups; ++group)
@@ -428,16 +446,17 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
   auto run = [&](const Block& block, int64_t group) {
     const T* w = weights + group * g.taps();
     constexpr int64_t pieces = CG ? CG / piece : 1;  // CG = 0 (a width known at run time): one generic pass
-    for (int64_t p = 0; p < pieces; ++p) {
+    constexpr int64_t together = CG ? pieces_at_once<CG, piece>() : 1;
+    for (int64_t p = 0; p < pieces; p += together) {
       const int64_t first = p * piece;
       const T* source = sources + group * cg + first;
       T* destination = out + group * cg + first;
       if (block.count == kBlock)
-        gather<T, piece, kBlock>(rows, block, cg, w, source, destination, scratch);
+        gather<T, piece, kBlock, together>(rows, block, cg, w, source, destination, scratch);
       else if (block.count == 2)
-        gather<T, piece, 2>(rows, block, cg, w, source, destination, scratch);
+        gather<T, piece, 2, together>(rows, block, cg, w, source, destination, scratch);
       else
-        gather<T, piece, 1>(rows, block, cg, w, source, destination, scratch);
+        gather<T, piece, 1, together>(rows, block, cg, w, source, destination, scratch);
     }
   };
   auto alike = [](const Block& a, const Block& b) {
