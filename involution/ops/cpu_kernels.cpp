@@ -45,6 +45,9 @@ constexpr int64_t kRegisterBytes = 64;  // of a vector register
 #else
 constexpr int64_t kRegisterBytes = 32;
 #endif
+// Values of T that one vector register holds: the vectors' width wherever more would spill.
+template <typename T>
+constexpr int64_t kRegisterLanes = kRegisterBytes / int64_t(sizeof(T));
 
 // Lanes<T, L>: L values of T as one vector (GCC and Clang vector extensions; the compiler maps it to this CPU's
 // registers). Without them, the generic loops below do the same work.
@@ -148,7 +151,7 @@ void with_group_width(int64_t width, Body body) {
 template <typename T>
 struct Generator {
 #ifdef INVOLUTION_VECTORS
-  static constexpr int64_t kWidth = kRegisterBytes / int64_t(sizeof(T)), kVectors = 4;
+  static constexpr int64_t kWidth = kRegisterLanes<T>, kVectors = 4;
 #else
   static constexpr int64_t kWidth = 1, kVectors = 1;
 #endif
@@ -442,7 +445,7 @@ void gather_row(const Geometry& g, const TapRows& rows, const std::vector<Block>
   const int64_t cg = CG ? CG : g.group_channels();
   // A group wider than a vector register goes in register-wide pieces of its channels, each with the group's
   // weights: GCC keeps the sums of wider vectors in memory (3x the time of 16 channels per group for 32).
-  constexpr int64_t piece = CG > kRegisterBytes / int64_t(sizeof(T)) ? kRegisterBytes / int64_t(sizeof(T)) : CG;
+  constexpr int64_t piece = CG > kRegisterLanes<T> ? kRegisterLanes<T> : CG;
   auto run = [&](const Block& block, int64_t group) {
     const T* w = weights + group * g.taps();
     constexpr int64_t pieces = CG ? CG / piece : 1;  // CG = 0 (a width known at run time): one generic pass
@@ -689,7 +692,7 @@ void group_dot_products(int64_t cg, const T* a, const T* source, const int64_t* 
 #ifdef INVOLUTION_VECTORS
   if constexpr (std::is_same<T, float>::value) {
     if (cg == 8) return dot_products<T, 8, 1>(a, source, offsets, count, out);
-    constexpr int64_t L = kRegisterBytes / int64_t(sizeof(float));  // a register's lanes: wider vectors spill
+    constexpr int64_t L = kRegisterLanes<float>;
     if (cg == 16) return dot_products<T, L, 16 / L>(a, source, offsets, count, out);
     if (cg == 32) return dot_products<T, L, 32 / L>(a, source, offsets, count, out);
   }
@@ -743,7 +746,7 @@ struct GenerationGradients {
         for (int64_t o = 0; o < outputs; ++o) bias_sums[o] += grad[o];
       }
 #ifdef INVOLUTION_VECTORS
-      constexpr int64_t L = kRegisterBytes / int64_t(sizeof(T));
+      constexpr int64_t L = kRegisterLanes<T>;
       if (reduced % L == 0) return blocks<L>(pixel, values, count);
       if (reduced % 8 == 0 && L > 8) return blocks<8>(pixel, values, count);
       if (reduced % 4 == 0) return blocks<4>(pixel, values, count);
@@ -875,7 +878,7 @@ void grad_kernel_rows(const Geometry& g, const T* grad_out, const T* input, cons
 // slots), with zeros outside the input, so that the kLanes pixels' sources of a tap are contiguous. A tap's kLanes
 // dot products are then multiply-adds over the group's channels, collected in a tile (tap by pixel) that is
 // transposed on the way out.
-constexpr int64_t kLanes = kRegisterBytes / int64_t(sizeof(float));  // one register: 16 (AVX-512) or 8
+constexpr int64_t kLanes = kRegisterLanes<float>;  // 16 with AVX-512, 8 with AVX2
 using Pixels = Lanes<float, kLanes>;
 
 // One round of a kLanes x kLanes transpose (rows m[0..kLanes)): for rows r without bit H, the lanes with bit H of
