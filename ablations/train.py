@@ -141,6 +141,9 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+        # Deterministic mode would also fill every new tensor with NaN first (a check for kernels that read memory
+        # they did not write; none here does: the same metrics and weights to the bit without it), a few % of a step.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = not config.train.deterministic
         torch.manual_seed(config.train.seed)
 
