@@ -1,7 +1,6 @@
 """End to end, as the README runs it: train_net trains Mask R-CNN on RedNet-50-FPN from scratch with the
-fashion_coco config on the generated set (200 of its 400 iterations, the cosine schedule
-over 200), evaluates it at the end, and `--eval-only` on the final checkpoint gives the same AP. About 8 minutes
-on 2 CPU cores."""
+fashion_coco config on the generated set (200 of its 400 iterations, the cosine schedule over 200), evaluates it
+at the end, and `--eval-only` on the final checkpoint gives the same AP. About 8 minutes on 2 CPU cores."""
 
 import json
 import logging
