@@ -122,13 +122,24 @@ struct Geometry {
 };
 
 // Brings `bytes` from p into cache by reading a byte of each 64-byte line, in order: real loads, which the
-// hardware prefetchers then follow (prefetch hints, __builtin_prefetch, left most of the latency in place).
+// hardware prefetchers then follow (over long spans, prefetch hints left most of the latency in place).
 void load_lines(const void* p, int64_t bytes) {
   const char* bytes_at = static_cast<const char*>(p);
   char folded = 0;
   for (int64_t i = 0; i < bytes; i += 64) folded ^= bytes_at[i];
   volatile char sink = folded;  // keeps the loads
   (void)sink;
+}
+
+// Brings `bytes` from p toward the cache ahead of their use without waiting for them where that costs less: a span
+// of kLoadedBytes or more by load_lines (a long run of loads in order, which the prefetchers' streams then run
+// ahead of), a shorter one by prefetch hints into L2 (load_lines over a short span waits on each line's latency).
+constexpr int64_t kLoadedBytes = int64_t(1) << 14;
+
+void bring_lines(const void* p, int64_t bytes) {
+  if (bytes >= kLoadedBytes) return load_lines(p, bytes);
+  const char* bytes_at = static_cast<const char*>(p);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(bytes_at + i, 0, 1);
 }
 
 // Calls body(std::integral_constant<int64_t, N>) for the common group widths, body(0-constant) otherwise.
@@ -512,6 +523,13 @@ void forward_rows(const Geometry& g, const T* input, const KernelSource<T>& kern
                       g.stride * g.channels});
     j += count;
   }
+  // The next row's kernel weights, and the input rows its window holds and this row's does not, are brought in
+  // while a row computes: a row's weights are read a block of pixels at a time across the groups, an order the
+  // hardware prefetchers do not follow far enough ahead. Not for narrow rows of few weights (single pixels only,
+  // read in order row after row), where the hints cost more than they save.
+  const int64_t row_weight_bytes = g.out_w * pixel_weights * int64_t(sizeof(T));
+  const bool has_blocks = std::any_of(blocks.begin(), blocks.end(), [](const Block& b) { return b.count == kBlock; });
+  const bool bring_ahead = kernel.map && (has_blocks || row_weight_bytes >= kLoadedBytes);
   at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
     TapRows rows(g.k);
     RowWeights<T> weights(kernel, g, 1);
@@ -524,6 +542,17 @@ void forward_rows(const Geometry& g, const T* input, const KernelSource<T>& kern
       for (int64_t u = first; u < last; ++u) {
         rows.weight_rows[rows.row_count] = u * g.k;
         rows.source_rows[rows.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
+      }
+      if (bring_ahead && row + 1 < end) {
+        const int64_t next_b = (row + 1) / g.out_h, next_top = (row + 1) % g.out_h * g.stride - g.padding;
+        const int64_t top = i * g.stride - g.padding, bottom = top + (g.k - 1) * g.dilation;
+        bring_lines(kernel.map + (row + 1) * g.out_w * pixel_weights, row_weight_bytes);
+        for (int64_t u = 0; u < g.k; ++u) {
+          const int64_t y = next_top + u * g.dilation;
+          const bool held = next_b == b && y <= bottom && (y - top) % g.dilation == 0;
+          if (y >= 0 && y < g.height && !held)
+            bring_lines(input + (next_b * g.height + y) * g.width * g.channels, g.width * g.channels * sizeof(T));
+        }
       }
       const T* row_weights = weights.base() + weights.offset(row);
       gather_row<T, CG, false>(g, rows, blocks, row_weights, input, out + row * g.out_w * g.channels, scratch.data());
