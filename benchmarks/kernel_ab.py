@@ -3,8 +3,9 @@
 Each source is compiled as an extension of its own (its operator library renamed, so that all of them load into
 one process) and called on the same random channels-last operands, one call of each per round, the order
 reversed every other round; it prints each one's median and minimum over the rounds, its ratio to the first
-source, and the largest difference between its result and the first source's. The kernel changes in
-benchmarks/RESULTS.md were measured this way:
+source, and the largest difference between its result and the first source's (over all of a kernel's results). The
+fused kernels (fused_forward, fused_grad_input, fused_grad_generation) generate the kernel from random reduced
+features (--reduced, default channels // 4). The kernel changes in benchmarks/RESULTS.md were measured this way:
 
     git show HEAD~1:involution/ops/cpu_kernels.cpp > /tmp/before.cpp
     python benchmarks/kernel_ab.py grad_kernel /tmp/before.cpp involution/ops/cpu_kernels.cpp
@@ -26,7 +27,7 @@ from measure import cpu_name, keep_freed_memory
 
 from involution.ops import cpp_ops
 
-KERNELS = ("forward", "grad_input", "grad_kernel")
+KERNELS = ("forward", "grad_input", "grad_kernel", "fused_forward", "fused_grad_input", "fused_grad_generation")
 LIBRARY = "TORCH_LIBRARY(involution_cpu,"
 
 
@@ -71,6 +72,7 @@ def main():
     parser.add_argument("--kernel-size", type=int, default=7)
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--dilation", type=int, default=1)
+    parser.add_argument("--reduced", type=int, help="the fused kernels' reduced channels (default: channels // 4)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--threads", type=int, help="default: torch's")
     parser.add_argument("--rounds", type=int, default=30)
@@ -86,6 +88,9 @@ def main():
         parser.error("--kernel-size must be odd and positive, --stride and --dilation positive")
     if args.rounds < 1:
         parser.error("--rounds must be positive")
+    reduced = channels // 4 if args.reduced is None else args.reduced
+    if reduced < 1:
+        parser.error("--reduced must be positive")
 
     kept = keep_freed_memory()
     if args.threads:
@@ -96,18 +101,33 @@ def main():
     image = torch.randn(batch, size, size, channels, dtype=dtype)
     grad_out = torch.randn(batch, out_size, out_size, channels, dtype=dtype)
     kernel_map = torch.randn(batch, out_size, out_size, args.groups * k * k, dtype=dtype)
+    # The fused kernels' generation: reduced features (B, Ho, Wo, R), weight (G*K*K, R), bias (G*K*K).
+    generation = (
+        torch.randn(batch, out_size, out_size, reduced, dtype=dtype),
+        torch.randn(args.groups * k * k, reduced, dtype=dtype) / reduced**0.5,
+        torch.randn(args.groups * k * k, dtype=dtype),
+    )
     geometry = (k, args.groups)
 
-    def call(namespace):
+    def call(namespace) -> tuple:
         ops = getattr(torch.ops, namespace)
         if args.kernel == "forward":
-            return ops.forward(image, kernel_map, *geometry, stride, padding, dilation)
+            return (ops.forward(image, kernel_map, *geometry, stride, padding, dilation),)
         if args.kernel == "grad_input":
-            return ops.grad_input(grad_out, kernel_map, *geometry, size, size, stride, padding, dilation)
-        return ops.grad_kernel(grad_out, image, *geometry, stride, padding, dilation)
+            return (ops.grad_input(grad_out, kernel_map, *geometry, size, size, stride, padding, dilation),)
+        if args.kernel == "grad_kernel":
+            return (ops.grad_kernel(grad_out, image, *geometry, stride, padding, dilation),)
+        if args.kernel == "fused_forward":
+            return (ops.fused_forward(image, *generation, *geometry, stride, padding, dilation),)
+        if args.kernel == "fused_grad_input":
+            return (ops.fused_grad_input(grad_out, *generation, *geometry, size, size, stride, padding, dilation),)
+        return ops.fused_grad_generation(grad_out, image, *generation, *geometry, stride, padding, dilation)
 
     first = call(namespaces[0])
-    differences = [(call(namespace) - first).abs().max().item() for namespace in namespaces]
+    differences = [
+        max((result - reference).abs().max().item() for result, reference in zip(call(namespace), first))
+        for namespace in namespaces
+    ]
     evicted = torch.empty(2**24)
     samples = {namespace: [] for namespace in namespaces}
     for round in range(args.rounds + 2):  # two rounds of warm-up

@@ -129,10 +129,11 @@ def test_kernel_ab_compiles_each_version_and_compares_results(tmp_path):
     copy = tmp_path / "copy.cpp"
     copy.write_text(source.read_text())
     args = ["--shape", "2,16,9", "--groups", "2", "--rounds", "1"]
-    lines = run("kernel_ab.py", "grad_kernel", str(source), str(copy), *args).splitlines()
-    assert lines[1].startswith("# grad_kernel B2 C16 9² K=7 G=2"), lines[1]
-    assert [line.split()[0] for line in lines[2:]] == [str(source), str(copy)]
-    assert all(line.endswith("largest difference 0") for line in lines[2:]), lines
+    for kernel in ("grad_kernel", "fused_grad_generation"):  # one build: the copy's text is the same
+        lines = run("kernel_ab.py", kernel, str(source), str(copy), *args).splitlines()
+        assert lines[1].startswith(f"# {kernel} B2 C16 9² K=7 G=2"), lines[1]
+        assert [line.split()[0] for line in lines[2:]] == [str(source), str(copy)]
+        assert all(line.endswith("largest difference 0") for line in lines[2:]), lines
 
 
 @pytest.mark.parametrize(
@@ -141,6 +142,7 @@ def test_kernel_ab_compiles_each_version_and_compares_results(tmp_path):
         (["forward", "missing.cpp"], "kernel_ab: cannot read missing.cpp"),
         (["forward", "README.md"], "kernel_ab: README.md does not define the kernels' operator library"),
         (["forward", "README.md", "--groups", "5"], "--groups 5 does not divide the 64 channels"),
+        (["fused_forward", "README.md", "--reduced", "0"], "--reduced must be positive"),
     ],
 )
 def test_kernel_ab_rejects_bad_input_in_one_line(args, message):
