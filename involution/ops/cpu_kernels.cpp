@@ -131,9 +131,9 @@ void load_lines(const void* p, int64_t bytes) {
   (void)sink;
 }
 
-// Brings `bytes` from p toward the cache ahead of their use without waiting for them where that costs less: a span
-// of kLoadedBytes or more by load_lines (a long run of loads in order, which the prefetchers' streams then run
-// ahead of), a shorter one by prefetch hints into L2 (load_lines over a short span waits on each line's latency).
+// Brings `bytes` from p into cache ahead of their use: a span of kLoadedBytes or more by load_lines (a long run of
+// loads in order, which the prefetchers' streams then run ahead of), a shorter one by prefetch hints into L2, which
+// do not wait (load_lines over a short span waits on each line's latency).
 constexpr int64_t kLoadedBytes = int64_t(1) << 14;
 
 void bring_lines(const void* p, int64_t bytes) {
@@ -535,17 +535,17 @@ void forward_rows(const Geometry& g, const T* input, const KernelSource<T>& kern
     RowWeights<T> weights(kernel, g, 1);
     std::vector<T> scratch(kBlock * g.group_channels());
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / g.out_h, i = row % g.out_h;
+      const int64_t b = row / g.out_h, top = row % g.out_h * g.stride - g.padding;
       int64_t first, last;
-      g.taps_inside(i * g.stride - g.padding, g.height, first, last);
+      g.taps_inside(top, g.height, first, last);
       rows.row_count = 0;
       for (int64_t u = first; u < last; ++u) {
         rows.weight_rows[rows.row_count] = u * g.k;
-        rows.source_rows[rows.row_count++] = (b * g.height + i * g.stride + u * g.dilation - g.padding) * g.width * g.channels;
+        rows.source_rows[rows.row_count++] = (b * g.height + top + u * g.dilation) * g.width * g.channels;
       }
       if (bring_ahead && row + 1 < end) {
         const int64_t next_b = (row + 1) / g.out_h, next_top = (row + 1) % g.out_h * g.stride - g.padding;
-        const int64_t top = i * g.stride - g.padding, bottom = top + (g.k - 1) * g.dilation;
+        const int64_t bottom = top + (g.k - 1) * g.dilation;
         bring_lines(kernel.map + (row + 1) * g.out_w * pixel_weights, row_weight_bytes);
         for (int64_t u = 0; u < g.k; ++u) {
           const int64_t y = next_top + u * g.dilation;
