@@ -1032,16 +1032,17 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
     float* grad_rows = rows + slots * channels * columns;
     std::vector<int64_t> tags(slots, -1);  // which input row (b * height + y) each slot holds
     alignas(64) float tiles[2][K * K * kLanes];
-    // The rows' kernel gradient is assembled here and then copied out whole: written straight to memory, the
-    // tiles' scattered stores (each pixel's taps in four pieces, most straddling two lines) stall on the lines'
-    // misses (they cost 12-27% more with the caches evicted before the call).
+    // The rows' kernel gradient is assembled where the sink places it (the map itself), else in this buffer. The
+    // map's lines are loaded the pass before, as its operands are: the tiles' scattered stores (each pixel's taps
+    // in four pieces, most straddling two lines) stall on lines not in cache (12-27% more time with the caches
+    // evicted before the call), and a buffer copied out whole costs 2-8% more than the lines loaded ahead.
     const at::Tensor rows_out_buffer = at::empty({most_rows * row_floats}, at::kFloat);
-    float* rows_out = rows_out_buffer.mutable_data_ptr<float>();
     const float* sources[K + 1];
     for (int64_t row = begin; row < end;) {
       const int64_t b = row / g.out_h, i = row % g.out_h;
       const int64_t count = most_rows == 2 && row + 1 < end && i + 1 < g.out_h ? 2 : 1;
       const int64_t tap_rows = K + count - 1;  // the input rows of the pass: y = i + e * d - padding
+      float* rows_out = write.place(row * g.out_w, rows_out_buffer.mutable_data_ptr<float>());
       for (int64_t q = 0; q < count; ++q)
         channel_major(grad_out + (row + q) * g.out_w * channels, g.out_w, channels, grad_rows + q * channels * lanes_w,
                       lanes_w, channels);
@@ -1057,9 +1058,11 @@ void grad_kernel_lanes(const Geometry& g, const float* grad_out, const float* in
         }
       }
       // What the next pass transposes, loaded in order while this one computes (as in grad_input): its grad_out
-      // rows and the input rows it adds to the ring.
+      // rows and the input rows it adds to the ring; and where it writes, in the map.
       const int64_t next = row + count;
       for (int64_t q = 0; q < most_rows && next + q < end; ++q) {
+        float* next_place = write.place((next + q) * g.out_w, nullptr);
+        if (next_place) load_lines(next_place, row_floats * sizeof(float));
         load_lines(grad_out + (next + q) * g.out_w * channels, g.out_w * channels * sizeof(float));
         const int64_t next_b = (next + q) / g.out_h, y = (next + q) % g.out_h + (K - 1) * d - g.padding;
         if (y >= 0 && y < g.height)
