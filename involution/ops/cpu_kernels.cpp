@@ -717,7 +717,8 @@ void group_dot_products(int64_t cg, const T* a, const T* source, const int64_t* 
 
 // Where the kernel gradient goes, pixels' rows of G*K*K values at a time (sink.thread() gives each thread its own
 // writer, called as writer(pixel, values, count) for `count` pixels from pixel index `pixel`; a path that
-// assembles pixels in place asks writer.place(pixel, buffer) where to, and passes that as values):
+// assembles pixels in place asks writer.place(pixel, buffer) where to, and passes that as values: `buffer` itself
+// where the sink has no place of its own, so that place(pixel, nullptr) is null there):
 // - MapOutput: the kernel gradient itself, (B, Ho, Wo, G*K*K);
 // - GenerationGradients (the fused op's backward): straight into the gradients of the 1x1 convolution that
 //   generated the kernel, so that the kernel's gradient never goes to memory either.
